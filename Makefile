@@ -1,0 +1,56 @@
+# The README's commands. `make run` starts the system, `make test` checks everything.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+LOCK := requirements/lock.txt
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c $(LOCK)
+
+.PHONY: run test install install-run lint typecheck protos protos-check lock bench soak fuzz clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
+
+# Every extra, for development and tests.
+$(VENV)/.installed-all: $(BIN)/python pyproject.toml $(LOCK)
+	$(PIP) -e '.[server,gateway,train,dev]'
+	touch $@
+
+# Only what running the system needs (no torch, no test tools).
+$(VENV)/.installed-run: $(BIN)/python pyproject.toml $(LOCK)
+	$(PIP) -e '.[server,gateway]'
+	touch $@
+
+install: $(VENV)/.installed-all
+install-run: $(VENV)/.installed-run
+
+run: install-run
+	$(BIN)/clothing up
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy
+
+protos: install
+	$(BIN)/python scripts/gen_protos.py
+
+protos-check: install
+	$(BIN)/python scripts/gen_protos.py --check
+
+test: lint typecheck protos-check
+	$(BIN)/pytest
+
+# Re-pin every dependency of every extra (needs the package registries).
+# A fresh virtualenv with every extra, frozen: the exact set CI and images install.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q -e '.[server,gateway,train,dev]'
+	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > $(LOCK)
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

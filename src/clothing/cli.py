@@ -1,0 +1,59 @@
+"""The ``clothing`` command: one entry point, a subcommand per tool.
+
+Each subcommand lives in its own module that exposes ``configure(parser)`` to
+declare its flags and ``run(args) -> int`` to execute. Modules are imported
+only to build the parser, so they keep heavy imports (ONNX Runtime, torch)
+inside ``run``: the gateway's install has neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Protocol, cast
+
+from clothing import __version__
+
+# name -> (module, one-line help). Order is the order shown in --help.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+
+
+class Subcommand(Protocol):
+    def configure(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clothing",
+        description="Clothing image classification: model server, gateway and tools.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, summary) in SUBCOMMANDS.items():
+        module = cast(Subcommand, importlib.import_module(module_name))
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=(module.__doc__ or summary).strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.configure(sub)
+        sub.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module = cast(Subcommand, args._module)
+    try:
+        return module.run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
