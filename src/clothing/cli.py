@@ -17,7 +17,20 @@ from typing import Protocol, cast
 from clothing import __version__
 
 # name -> (module, one-line help). Order is the order shown in --help.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "model-server": (
+        "clothing.model_server.cli",
+        "serve ONNX models over TF Serving's gRPC and REST APIs",
+    ),
+    "inspect": ("clothing.model_server.inspect", "print a model's signatures"),
+    "gateway": ("clothing.gateway.cli", "serve the HTTP gateway and web page"),
+    "up": ("clothing.up", "start model server and gateway together"),
+    "predict": ("clothing.predict", "classify one image URL or file through a gateway"),
+    "train": ("clothing.training.train_cli", "fine-tune the classifier from pretrained weights"),
+    "export": ("clothing.training.export_cli", "export a checkpoint to ONNX in the serving layout"),
+    "evaluate": ("clothing.training.evaluate_cli", "measure an ONNX model on a labelled folder"),
+    "bench": ("clothing.bench_cli", "benchmark the stack against its alternatives"),
+}
 
 
 class Subcommand(Protocol):
@@ -34,7 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, summary) in SUBCOMMANDS.items():
-        module = cast(Subcommand, importlib.import_module(module_name))
+        try:
+            module = cast(Subcommand, importlib.import_module(module_name))
+        except ModuleNotFoundError as error:
+            if error.name is None or not module_name.startswith(error.name):
+                raise
+            continue  # TODO: every subcommand module exists; drop this skip
         sub = commands.add_parser(
             name,
             help=summary,
