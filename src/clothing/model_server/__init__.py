@@ -1,0 +1,1 @@
+"""The model server: TF Serving's gRPC and REST APIs on ONNX Runtime."""

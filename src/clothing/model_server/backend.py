@@ -1,0 +1,154 @@
+"""Runtimes behind a small interface: ``load``, ``signature``, ``predict``, ``unload``.
+
+:class:`OnnxBackend` runs one ONNX Runtime session per loaded version. The
+execution providers (CPU, CUDA, TensorRT) and thread counts are settings;
+a requested provider that this ONNX Runtime build or machine lacks is an error
+that names the ones available, never a silent fall back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from clothing.model_server.config import RuntimeConfig
+
+_ONNX_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int8)": "int8",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(uint8)": "uint8",
+    "tensor(uint16)": "uint16",
+    "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool",
+}
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A signature tensor: its name, numpy dtype name and shape (None = dynamic)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+
+    def describe(self) -> str:
+        dims = ", ".join("-1" if d is None else str(d) for d in self.shape)
+        return f"{self.name}: {self.dtype}[{dims}]"
+
+
+@dataclass(frozen=True)
+class Signature:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    method_name: str = "tensorflow/serving/predict"
+
+    def describe(self) -> str:
+        ins = ", ".join(spec.describe() for spec in self.inputs)
+        outs = ", ".join(spec.describe() for spec in self.outputs)
+        return f"inputs ({ins}) -> outputs ({outs})"
+
+
+class Backend(Protocol):
+    """What the server needs from a runtime; it never sees batching or transports."""
+
+    def load(self, path: Path) -> None: ...
+
+    def signature(self) -> Signature: ...
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def unload(self) -> None: ...
+
+
+class BackendError(Exception):
+    """A model that cannot be loaded, or a runtime failure."""
+
+
+def resolve_providers(requested: Sequence[str]) -> list[str]:
+    """Full provider names; unavailable ones raise :class:`BackendError`."""
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    names = [PROVIDER_ALIASES.get(p.strip().lower(), p.strip()) for p in requested if p.strip()]
+    missing = [name for name in names if name not in available]
+    if missing:
+        raise BackendError(
+            f"execution provider(s) {', '.join(missing)} not available in this ONNX Runtime "
+            f"build; available: {', '.join(available)} (CUDA and TensorRT need "
+            "onnxruntime-gpu and a GPU)"
+        )
+    return names or ["CPUExecutionProvider"]
+
+
+def _dim(value: object) -> int | None:
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+class OnnxBackend:
+    """One ONNX Runtime inference session."""
+
+    def __init__(self, runtime: RuntimeConfig) -> None:
+        self._runtime = runtime
+        self._session: object | None = None
+        self._signature: Signature | None = None
+
+    def load(self, path: Path) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self._runtime.intra_op_threads
+        options.inter_op_num_threads = self._runtime.inter_op_threads
+        options.log_severity_level = 3  # errors only; our log reports load failures
+        providers = resolve_providers(self._runtime.execution_providers)
+        try:
+            session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+        except Exception as error:  # ONNX Runtime raises its own untyped errors
+            raise BackendError(f"cannot load {path}: {error}") from error
+        inputs = []
+        for node in session.get_inputs():
+            if node.type not in _ONNX_DTYPES:
+                raise BackendError(f"input {node.name} has unsupported type {node.type}")
+            inputs.append(
+                TensorSpec(node.name, _ONNX_DTYPES[node.type], tuple(_dim(d) for d in node.shape))
+            )
+        outputs = []
+        for node in session.get_outputs():
+            if node.type not in _ONNX_DTYPES:
+                raise BackendError(f"output {node.name} has unsupported type {node.type}")
+            outputs.append(
+                TensorSpec(node.name, _ONNX_DTYPES[node.type], tuple(_dim(d) for d in node.shape))
+            )
+        self._session = session
+        self._signature = Signature(tuple(inputs), tuple(outputs))
+
+    def signature(self) -> Signature:
+        if self._signature is None:
+            raise BackendError("model not loaded")
+        return self._signature
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        session = self._session
+        if session is None:
+            raise BackendError("model not loaded")
+        names = [spec.name for spec in self.signature().outputs]
+        results = session.run(names, dict(inputs))  # type: ignore[attr-defined]
+        return {name: np.asarray(value) for name, value in zip(names, results, strict=True)}
+
+    def unload(self) -> None:
+        # Dropping the last reference frees the session's memory.
+        self._session = None

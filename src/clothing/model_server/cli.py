@@ -1,0 +1,246 @@
+"""Serve ONNX models over TensorFlow Serving's gRPC and REST APIs.
+
+Flags follow TF Serving's names. Models come from --model_name and
+--model_base_path (or the MODEL_NAME and MODEL_BASE_PATH variables, the base
+path defaulting to /models/${MODEL_NAME}) or from --model_config_file.
+Repository layout: BASE_PATH/<integer version>/model.onnx, optionally with
+metadata.json or classes.txt beside it.
+
+Beyond TF Serving: GET /healthz, /readyz and /metrics on the REST port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from clothing.model_server.config import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    BatchingConfig,
+    ModelConfig,
+    RuntimeConfig,
+    ServerConfig,
+    parse_batching_parameters,
+    parse_channel_arguments,
+    parse_model_config,
+)
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _bool_flag(parser: argparse._ArgumentGroup, name: str, help_text: str) -> None:
+    parser.add_argument(
+        name, type=_flag, nargs="?", const=True, default=False, metavar="BOOL", help=help_text
+    )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    net = parser.add_argument_group("network")
+    net.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    net.add_argument(
+        "--rest_api_port", type=int, default=8501, help="REST, health and metrics port (8501)"
+    )
+    net.add_argument(
+        "--host",
+        default="0.0.0.0",  # noqa: S104 - a container server listens on every interface
+        help="address both ports bind to (default 0.0.0.0)",
+    )
+    net.add_argument(
+        "--grpc_channel_arguments",
+        default="",
+        help="gRPC server arguments, comma separated key=value "
+        "(e.g. grpc.max_connection_age_ms=30000)",
+    )
+    net.add_argument(
+        "--max_message_bytes",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        help="largest gRPC message and REST body accepted, in bytes (default 64 MiB)",
+    )
+    net.add_argument(
+        "--rest_api_cors_origins",
+        default="",
+        help="origins allowed to call the REST API from a browser, comma separated ('*' for any)",
+    )
+    net.add_argument(
+        "--shutdown_grace_seconds",
+        type=float,
+        default=10.0,
+        help="on SIGTERM/SIGINT, how long in-flight requests may take to finish (default 10)",
+    )
+    models = parser.add_argument_group("models")
+    models.add_argument(
+        "--model_name",
+        default=None,
+        help="name of the model to serve (default: $MODEL_NAME)",
+    )
+    models.add_argument(
+        "--model_base_path",
+        default=None,
+        help="directory holding <version>/model.onnx (default: $MODEL_BASE_PATH, "
+        "else /models/${MODEL_NAME})",
+    )
+    models.add_argument(
+        "--model_config_file",
+        default=None,
+        help="TF Serving model_config_list text file naming several models, their "
+        "version policies and version labels (instead of --model_name)",
+    )
+    models.add_argument(
+        "--file_system_poll_wait_seconds",
+        type=float,
+        default=1.0,
+        help="how often to look for new, removed or changed versions (0 disables; default 1)",
+    )
+    _bool_flag(
+        models,
+        "--response_tensor_content",
+        "answer gRPC with raw tensor_content bytes instead of typed *_val fields",
+    )
+    batching = parser.add_argument_group("dynamic batching")
+    _bool_flag(batching, "--enable_batching", "merge concurrent requests into one runtime call")
+    defaults = BatchingConfig()
+    batching.add_argument(
+        "--max_batch_size",
+        type=int,
+        default=defaults.max_batch_size,
+        help=f"most rows in one batch (default {defaults.max_batch_size})",
+    )
+    batching.add_argument(
+        "--batch_timeout_micros",
+        type=int,
+        default=defaults.batch_timeout_micros,
+        help="longest wait for a batch to fill, from its first request, while another batch "
+        f"runs (default {defaults.batch_timeout_micros})",
+    )
+    batching.add_argument(
+        "--max_enqueued_batches",
+        type=int,
+        default=defaults.max_enqueued_batches,
+        help="queue bound in batches; beyond it requests get RESOURCE_EXHAUSTED / 429 "
+        f"(default {defaults.max_enqueued_batches})",
+    )
+    batching.add_argument(
+        "--num_batch_threads",
+        type=int,
+        default=defaults.num_batch_threads,
+        help=f"batches run in parallel (default: CPU count, {defaults.num_batch_threads})",
+    )
+    batching.add_argument(
+        "--batching_parameters_file",
+        default=None,
+        help="TF Serving BatchingParameters text file (e.g. max_batch_size { value: 32 }); "
+        "its values override the flags above and turn batching on",
+    )
+    runtime = parser.add_argument_group("ONNX Runtime")
+    runtime.add_argument(
+        "--execution_providers",
+        default="CPUExecutionProvider",
+        help="comma separated, in order of preference: CPUExecutionProvider, "
+        "CUDAExecutionProvider, TensorrtExecutionProvider (or cpu, cuda, tensorrt)",
+    )
+    runtime.add_argument(
+        "--intra_op_threads", type=int, default=0, help="threads inside one operator (0: auto)"
+    )
+    runtime.add_argument(
+        "--inter_op_threads", type=int, default=0, help="threads across operators (0: auto)"
+    )
+    parser.add_argument(
+        "--log_level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (default INFO)",
+    )
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> ServerConfig:
+    """Build and validate the configuration; ValueError says what is wrong."""
+    if args.model_config_file:
+        if args.model_base_path:
+            raise ValueError("pass either --model_config_file or --model_base_path, not both")
+        path = Path(args.model_config_file)
+        try:
+            text = path.read_text()
+        except OSError as error:
+            raise ValueError(f"cannot read --model_config_file: {error}") from None
+        models = parse_model_config(text, relative_to=path.parent)
+    else:
+        name = args.model_name or environ.get("MODEL_NAME", "")
+        if not name:
+            raise ValueError(
+                "no model to serve: pass --model_name and --model_base_path "
+                "(or set MODEL_NAME), or --model_config_file"
+            )
+        base = args.model_base_path or environ.get("MODEL_BASE_PATH") or f"/models/{name}"
+        models = (ModelConfig(name=name, base_path=Path(base)),)
+    batching = None
+    if args.enable_batching or args.batching_parameters_file:
+        batching = BatchingConfig(
+            max_batch_size=args.max_batch_size,
+            batch_timeout_micros=args.batch_timeout_micros,
+            max_enqueued_batches=args.max_enqueued_batches,
+            num_batch_threads=args.num_batch_threads,
+        )
+        if args.batching_parameters_file:
+            try:
+                text = Path(args.batching_parameters_file).read_text()
+            except OSError as error:
+                raise ValueError(f"cannot read --batching_parameters_file: {error}") from None
+            batching = parse_batching_parameters(text, batching)
+    return ServerConfig(
+        models=models,
+        host=args.host,
+        port=args.port,
+        rest_api_port=args.rest_api_port,
+        poll_wait_seconds=args.file_system_poll_wait_seconds,
+        batching=batching,
+        runtime=RuntimeConfig(
+            execution_providers=_split(args.execution_providers) or ("CPUExecutionProvider",),
+            intra_op_threads=args.intra_op_threads,
+            inter_op_threads=args.inter_op_threads,
+        ),
+        grpc_channel_arguments=parse_channel_arguments(args.grpc_channel_arguments),
+        shutdown_grace_seconds=args.shutdown_grace_seconds,
+        response_tensor_content=args.response_tensor_content,
+        max_message_bytes=args.max_message_bytes,
+        cors_origins=_split(args.rest_api_cors_origins),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = config_from_args(args, dict(os.environ))
+    except ValueError as error:
+        print(f"clothing model-server: error: {error}", file=sys.stderr)
+        return 2
+    from clothing.model_server.backend import BackendError
+    from clothing.model_server.server import ModelServer
+
+    server = ModelServer(config)
+    try:
+        asyncio.run(server.serve_until_signal())
+    except BackendError as error:
+        print(f"clothing model-server: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"clothing model-server: error: {error}", file=sys.stderr)
+        return 1
+    return 0

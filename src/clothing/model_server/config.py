@@ -1,0 +1,255 @@
+"""Settings of the model server, validated at start-up.
+
+Flag names follow TF Serving's. Models come from ``--model_name`` /
+``--model_base_path`` (or the ``MODEL_NAME`` / ``MODEL_BASE_PATH`` variables the
+TF Serving image reads) or from a ``--model_config_file`` in TF Serving's text
+format. Invalid settings raise :class:`ValueError` with a message for the user.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clothing.model_server import textproto
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which of the versions found on disk to serve: latest n, all, or specific ones."""
+
+    kind: str = "latest"  # "latest" | "all" | "specific"
+    num_versions: int = 1
+    versions: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("latest", "all", "specific"):
+            raise ValueError(f"unknown version policy {self.kind!r}")
+        if self.kind == "latest" and self.num_versions < 1:
+            raise ValueError("model_version_policy latest needs num_versions >= 1")
+        if self.kind == "specific" and not self.versions:
+            raise ValueError("model_version_policy specific needs at least one version")
+
+    def select(self, found: Iterable[int]) -> set[int]:
+        versions = sorted(set(found), reverse=True)
+        if self.kind == "all":
+            return set(versions)
+        if self.kind == "specific":
+            return set(versions) & set(self.versions)
+        return set(versions[: self.num_versions])
+
+    def describe(self) -> str:
+        if self.kind == "latest":
+            return f"latest {self.num_versions}"
+        if self.kind == "specific":
+            return "specific " + ", ".join(str(v) for v in sorted(self.versions))
+        return "all"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    base_path: Path
+    policy: VersionPolicy = VersionPolicy()
+    labels: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or ":" in self.name:
+            raise ValueError(f"invalid model name {self.name!r}")
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """Dynamic batching parameters, named after TF Serving's ``BatchingParameters``."""
+
+    max_batch_size: int = 32
+    batch_timeout_micros: int = 1000
+    max_enqueued_batches: int = 10
+    num_batch_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        if self.batch_timeout_micros < 0:
+            raise ValueError("batch_timeout_micros must be >= 0")
+        if self.max_enqueued_batches < 1:
+            raise ValueError("max_enqueued_batches must be >= 1")
+        if self.num_batch_threads < 1:
+            raise ValueError("num_batch_threads must be >= 1")
+
+    @property
+    def max_queued_rows(self) -> int:
+        return self.max_enqueued_batches * self.max_batch_size
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """ONNX Runtime session options shared by every loaded version."""
+
+    execution_providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    intra_op_threads: int = 0  # 0: ONNX Runtime decides
+    inter_op_threads: int = 0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    models: tuple[ModelConfig, ...]
+    host: str = "0.0.0.0"  # noqa: S104 - a server in a container listens on every interface
+    port: int = 8500
+    rest_api_port: int = 8501
+    poll_wait_seconds: float = 1.0
+    batching: BatchingConfig | None = None
+    runtime: RuntimeConfig = RuntimeConfig()
+    grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()
+    shutdown_grace_seconds: float = 10.0
+    response_tensor_content: bool = False
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    cors_origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError(
+                "no model to serve: pass --model_name and --model_base_path "
+                "(or MODEL_NAME / MODEL_BASE_PATH), or --model_config_file"
+            )
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names repeat: {names}")
+        for port in (self.port, self.rest_api_port):
+            if not 0 <= port <= 65535:
+                raise ValueError(f"port {port} out of range")
+        if self.port == self.rest_api_port and self.port != 0:
+            raise ValueError("--port and --rest_api_port must differ")
+        if self.poll_wait_seconds < 0:
+            raise ValueError("--file_system_poll_wait_seconds must be >= 0")
+        if self.shutdown_grace_seconds < 0:
+            raise ValueError("--shutdown_grace_seconds must be >= 0")
+        if self.max_message_bytes < 1024:
+            raise ValueError("--max_message_bytes must be at least 1024")
+
+
+def _one(message: textproto.Message, name: str, default: object = None) -> object:
+    values = message.get(name, [])
+    return values[-1] if values else default
+
+
+def _wrapped_int(message: textproto.Message, name: str) -> int | None:
+    """``max_batch_size { value: 32 }`` (a wrapper message) or ``max_batch_size: 32``."""
+    value = _one(message, name)
+    if isinstance(value, dict):
+        value = _one(value, "value")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def parse_batching_parameters(text: str, base: BatchingConfig) -> BatchingConfig:
+    """Read a TF Serving ``--batching_parameters_file`` over ``base``."""
+    message = textproto.parse(text)
+    known = {
+        "max_batch_size",
+        "batch_timeout_micros",
+        "max_enqueued_batches",
+        "num_batch_threads",
+        "allowed_batch_sizes",
+        "pad_variable_length_inputs",
+        "thread_pool_name",
+        "enable_large_batch_splitting",
+        "max_execution_batch_size",
+    }
+    unknown = set(message) - known
+    if unknown:
+        raise ValueError(f"unknown batching parameters: {', '.join(sorted(unknown))}")
+    values = {
+        name: _wrapped_int(message, name)
+        for name in (
+            "max_batch_size",
+            "batch_timeout_micros",
+            "max_enqueued_batches",
+            "num_batch_threads",
+        )
+    }
+    merged = {
+        name: getattr(base, name) if value is None else value for name, value in values.items()
+    }
+    return BatchingConfig(**merged)
+
+
+def _policy(message: textproto.Message | None) -> VersionPolicy:
+    if not message:
+        return VersionPolicy()
+    if "all" in message:
+        return VersionPolicy("all")
+    specific = _one(message, "specific")
+    if isinstance(specific, dict):
+        versions = specific.get("versions", [])
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in versions):
+            raise ValueError("model_version_policy specific versions must be integers")
+        return VersionPolicy("specific", versions=frozenset(int(v) for v in versions))
+    latest = _one(message, "latest")
+    if isinstance(latest, dict):
+        count = _one(latest, "num_versions", 1)
+        if not isinstance(count, int):
+            raise ValueError("model_version_policy latest num_versions must be an integer")
+        return VersionPolicy("latest", num_versions=count)
+    raise ValueError(f"unknown model_version_policy {sorted(message)}")
+
+
+def parse_model_config(text: str, relative_to: Path | None = None) -> tuple[ModelConfig, ...]:
+    """Read TF Serving's ``model_config_list { config { ... } }`` text."""
+    message = textproto.parse(text)
+    config_list = _one(message, "model_config_list")
+    if not isinstance(config_list, dict):
+        raise ValueError("the model config file needs a model_config_list { ... } block")
+    models = []
+    for entry in config_list.get("config", []):
+        if not isinstance(entry, dict):
+            raise ValueError("model_config_list config entries must be messages")
+        name = _one(entry, "name")
+        base_path = _one(entry, "base_path")
+        if not isinstance(name, str) or not isinstance(base_path, str):
+            raise ValueError("every model config needs a name and a base_path")
+        platform = _one(entry, "model_platform", "onnx")
+        if platform not in ("onnx", "tensorflow"):
+            raise ValueError(f"model {name}: model_platform {platform!r} is not served here")
+        labels: dict[str, int] = {}
+        for pair in entry.get("version_labels", []):
+            if not isinstance(pair, dict):
+                raise ValueError(f"model {name}: version_labels entries are key/value pairs")
+            key, value = _one(pair, "key"), _one(pair, "value")
+            if not isinstance(key, str) or not isinstance(value, int):
+                raise ValueError(f"model {name}: version_labels need a string key and int value")
+            labels[key] = value
+        policy_message = _one(entry, "model_version_policy")
+        path = Path(base_path)
+        if not path.is_absolute() and relative_to is not None:
+            path = relative_to / path
+        models.append(
+            ModelConfig(
+                name=name,
+                base_path=path,
+                policy=_policy(policy_message if isinstance(policy_message, dict) else None),
+                labels=labels,
+            )
+        )
+    if not models:
+        raise ValueError("the model config file lists no model")
+    return tuple(models)
+
+
+def parse_channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
+    """TF Serving's ``--grpc_channel_arguments``: ``key=value`` pairs, comma separated."""
+    pairs: list[tuple[str, int | str]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--grpc_channel_arguments: {item!r} is not key=value")
+        value = value.strip()
+        pairs.append((key.strip(), int(value) if value.lstrip("-").isdigit() else value))
+    return tuple(pairs)

@@ -1,0 +1,231 @@
+"""The transport-neutral core: predict, metadata and status over the repository.
+
+gRPC and REST both convert their messages to numpy arrays and plain values,
+call this module and convert back; nothing here sees a protobuf or a FastAPI
+object. Inputs are checked against the signature so that a bad request gets a
+message naming what the model expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from clothing.model_server.backend import Signature, TensorSpec
+from clothing.model_server.errors import (
+    INTERNAL_MESSAGE,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ServingError,
+)
+from clothing.model_server.metrics import ServerMetrics
+from clothing.model_server.repository import ModelVersion, Repository
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+METADATA_FIELDS = ("signature_def", "model_info")
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    model: str
+    version: int
+    signature_name: str
+    outputs: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class MetadataResult:
+    model: str
+    version: int
+    fields: tuple[str, ...]
+    signatures: dict[str, Signature]
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    version: int
+    state: str
+    error_code: str
+    error_message: str
+
+
+def check_signature_name(name: str) -> str:
+    name = name or DEFAULT_SIGNATURE
+    if name != DEFAULT_SIGNATURE:
+        raise InvalidArgument(
+            f"Serving signature name: {name!r} not found in signature def; "
+            f"available signatures: [{DEFAULT_SIGNATURE!r}]"
+        )
+    return name
+
+
+def _shape_matches(spec: TensorSpec, shape: tuple[int, ...]) -> bool:
+    if len(spec.shape) != len(shape):
+        return False
+    return all(want is None or want == got for want, got in zip(spec.shape, shape, strict=True))
+
+
+def validate_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+    """Names, dtypes, ranks and fixed dimensions must match the signature."""
+    expected = {spec.name: spec for spec in signature.inputs}
+    described = f"expected signature: {signature.describe()}"
+    missing = sorted(set(expected) - set(inputs))
+    unknown = sorted(set(inputs) - set(expected))
+    if unknown:
+        raise InvalidArgument(f"unknown input(s) {', '.join(unknown)}; {described}")
+    if missing:
+        raise InvalidArgument(f"missing input(s) {', '.join(missing)}; {described}")
+    for name, array in inputs.items():
+        spec = expected[name]
+        if array.dtype.name != spec.dtype:
+            raise InvalidArgument(
+                f"input {name} has dtype {array.dtype.name}, expected {spec.dtype}; {described}"
+            )
+        if not _shape_matches(spec, array.shape):
+            raise InvalidArgument(
+                f"input {name} has shape {list(array.shape)}, expected "
+                f"{[-1 if d is None else d for d in spec.shape]}; {described}"
+            )
+
+
+class Dataplane:
+    """Requests in plain values; answers in plain values; errors as ServingError."""
+
+    def __init__(self, repository: Repository, metrics: ServerMetrics, executor: Executor) -> None:
+        self.repository = repository
+        self.metrics = metrics
+        self._executor = executor
+
+    @contextlib.contextmanager
+    def _observe(self, model: str, signature: str, transport: str) -> Iterator[list[str]]:
+        """Count and time one request; the caller fills in the version it served."""
+        version = ["none"]
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            yield version
+        except ServingError as error:
+            code = error.code.grpc_name
+            raise
+        except Exception:
+            code = "INTERNAL"
+            raise
+        finally:
+            labels = {
+                "model": model,
+                "version": version[0],
+                "signature": signature,
+                "transport": transport,
+            }
+            self.metrics.requests.labels(**labels, code=code).inc()
+            if code == "OK":
+                self.metrics.latency.labels(**labels).observe(time.perf_counter() - started)
+
+    async def predict(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature_name: str = "",
+        output_filter: Sequence[str] = (),
+        transport: str = "grpc",
+    ) -> PredictResult:
+        signature_label = signature_name or DEFAULT_SIGNATURE
+        with self._observe(model, signature_label, transport) as served:
+            async with self.repository.lease(model, version, label) as chosen:
+                served[0] = str(chosen.version)
+                signature_name = check_signature_name(signature_name)
+                signature = self._signature(chosen)
+                validate_inputs(signature, inputs)
+                known_outputs = [spec.name for spec in signature.outputs]
+                unknown = sorted(set(output_filter) - set(known_outputs))
+                if unknown:
+                    raise InvalidArgument(
+                        f"output_filter names unknown output(s) {', '.join(unknown)}; "
+                        f"outputs: {', '.join(known_outputs)}"
+                    )
+                outputs = await self._run(chosen, inputs)
+            if output_filter:
+                outputs = {name: outputs[name] for name in output_filter}
+            return PredictResult(model, chosen.version, signature_name, outputs)
+
+    def _signature(self, chosen: ModelVersion) -> Signature:
+        if chosen.signature is None:
+            raise Internal(INTERNAL_MESSAGE)
+        return chosen.signature
+
+    async def _run(
+        self, chosen: ModelVersion, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        backend = chosen.backend
+        if backend is None:
+            raise Internal(INTERNAL_MESSAGE)
+        started = time.perf_counter()
+        try:
+            if chosen.batcher is not None:
+                return await chosen.batcher.predict(inputs)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, backend.predict, inputs)
+        except ServingError:
+            raise
+        except Exception as error:
+            log.exception("model %s version %d failed", chosen.model, chosen.version)
+            raise Internal(INTERNAL_MESSAGE) from error
+        finally:
+            self.metrics.runtime_latency.labels(chosen.model, str(chosen.version)).observe(
+                time.perf_counter() - started
+            )
+
+    def metadata(
+        self,
+        model: str,
+        fields: Sequence[str] = (),
+        *,
+        version: int | None = None,
+        label: str | None = None,
+    ) -> MetadataResult:
+        wanted = tuple(fields) or ("signature_def",)
+        unknown = [name for name in wanted if name not in METADATA_FIELDS]
+        if unknown:
+            raise InvalidArgument(
+                f"metadata field(s) {', '.join(unknown)} not supported; "
+                f"supported: {', '.join(METADATA_FIELDS)}"
+            )
+        chosen = self.repository.model(model).resolve(version, label)
+        signatures = {DEFAULT_SIGNATURE: self._signature(chosen)}
+        return MetadataResult(model, chosen.version, wanted, signatures, dict(chosen.info))
+
+    def status(
+        self, model: str, *, version: int | None = None, label: str | None = None
+    ) -> list[VersionStatus]:
+        found = self.repository.model(model)
+        if label is not None:
+            version = found.resolve(None, label).version
+        versions = sorted(found.versions.values(), key=lambda v: v.version, reverse=True)
+        if version is not None:
+            versions = [v for v in versions if v.version == version]
+            if not versions:
+                raise NotFound(f"Could not find version {version} of model {model}")
+        return [
+            VersionStatus(
+                v.version,
+                v.state,
+                "UNKNOWN" if v.error else "OK",
+                v.error,
+            )
+            for v in versions
+        ]

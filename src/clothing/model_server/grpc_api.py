@@ -1,0 +1,199 @@
+"""TF Serving's gRPC services (``PredictionService``, ``ModelService``) on the core.
+
+Each method converts the request, calls :class:`~clothing.model_server.core.Dataplane`
+and converts back. Errors are mapped to gRPC status codes in one place, the
+:func:`_grpc_errors` decorator; unknown exceptions become INTERNAL without
+details.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from google.protobuf import any_pb2, json_format, struct_pb2
+
+from clothing import tensors
+from clothing.model_server.backend import Signature
+from clothing.model_server.core import Dataplane, MetadataResult
+from clothing.model_server.errors import INTERNAL_MESSAGE, InvalidArgument, ServingError
+from clothing.proto.tensorflow.core.protobuf import error_codes_pb2, meta_graph_pb2
+from clothing.proto.tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+from clothing.proto.tensorflow_serving.util import status_pb2
+
+log = logging.getLogger(__name__)
+
+Servicer = TypeVar("Servicer", bound="_Base")
+Handler = Callable[[Servicer, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def _grpc_errors(method: Handler[Servicer]) -> Handler[Servicer]:
+    """The one place where errors become gRPC status codes."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        inflight = self.dataplane.metrics.inflight.labels(transport="grpc")
+        inflight.inc()
+        try:
+            return await method(self, request, context)
+        except ServingError as error:
+            await context.abort(grpc.StatusCode[error.code.grpc_name], error.message)
+        except tensors.TensorError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except Exception:
+            log.exception("gRPC %s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        finally:
+            inflight.dec()
+
+    return wrapper
+
+
+def spec_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
+    """The (version, label) a ModelSpec names, either or neither."""
+    choice = spec.WhichOneof("version_choice")
+    if choice == "version":
+        return int(spec.version.value), None
+    if choice == "version_label":
+        return None, spec.version_label
+    return None, None
+
+
+def signature_def(signature: Signature) -> meta_graph_pb2.SignatureDef:
+    proto = meta_graph_pb2.SignatureDef(method_name=signature.method_name)
+    for target, specs in ((proto.inputs, signature.inputs), (proto.outputs, signature.outputs)):
+        for spec in specs:
+            target[spec.name].CopyFrom(
+                meta_graph_pb2.TensorInfo(
+                    name=spec.name,
+                    dtype=tensors.datatype_of(spec.dtype),  # type: ignore[arg-type]
+                    tensor_shape=tensors.shape_proto(spec.shape),
+                )
+            )
+    return proto
+
+
+def metadata_response(result: MetadataResult) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = result.model
+    response.model_spec.version.value = result.version
+    for field in result.fields:
+        packed = any_pb2.Any()
+        if field == "signature_def":
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            for name, signature in result.signatures.items():
+                signature_map.signature_def[name].CopyFrom(signature_def(signature))
+            packed.Pack(signature_map)
+        else:
+            info = struct_pb2.Struct()
+            json_format.ParseDict(result.info, info)
+            packed.Pack(info)
+        response.metadata[field].CopyFrom(packed)
+    return response
+
+
+class _Base:
+    def __init__(self, dataplane: Dataplane, *, response_tensor_content: bool) -> None:
+        self.dataplane = dataplane
+        self.response_tensor_content = response_tensor_content
+
+
+class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceServicer):
+    @_grpc_errors
+    async def Predict(
+        self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> predict_pb2.PredictResponse:
+        version, label = spec_choice(request.model_spec)
+        inputs: dict[str, np.ndarray] = {}
+        for name, proto in request.inputs.items():
+            try:
+                inputs[name] = tensors.to_numpy(proto)
+            except tensors.TensorError as error:
+                raise InvalidArgument(f"input {name}: {error}") from None
+        result = await self.dataplane.predict(
+            request.model_spec.name,
+            inputs,
+            version=version,
+            label=label,
+            signature_name=request.model_spec.signature_name,
+            output_filter=list(request.output_filter),
+            transport="grpc",
+        )
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = result.model
+        response.model_spec.version.value = result.version
+        response.model_spec.signature_name = result.signature_name
+        for name, array in result.outputs.items():
+            response.outputs[name].CopyFrom(
+                tensors.from_numpy(array, use_tensor_content=self.response_tensor_content)
+            )
+        return response
+
+    @_grpc_errors
+    async def GetModelMetadata(
+        self,
+        request: get_model_metadata_pb2.GetModelMetadataRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        version, label = spec_choice(request.model_spec)
+        result = self.dataplane.metadata(
+            request.model_spec.name, list(request.metadata_field), version=version, label=label
+        )
+        return metadata_response(result)
+
+
+class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
+    @_grpc_errors
+    async def GetModelStatus(
+        self,
+        request: get_model_status_pb2.GetModelStatusRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> get_model_status_pb2.GetModelStatusResponse:
+        version, label = spec_choice(request.model_spec)
+        statuses = self.dataplane.status(request.model_spec.name, version=version, label=label)
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for status in statuses:
+            response.model_version_status.add(
+                version=status.version,
+                state=get_model_status_pb2.ModelVersionStatus.State.Value(status.state),
+                status=status_pb2.StatusProto(
+                    error_code=error_codes_pb2.Code.Value(status.error_code),
+                    error_message=status.error_message,
+                ),
+            )
+        return response
+
+
+def build_server(
+    dataplane: Dataplane,
+    *,
+    response_tensor_content: bool,
+    max_message_bytes: int,
+    channel_arguments: tuple[tuple[str, int | str], ...] = (),
+) -> grpc.aio.Server:
+    """A grpc.aio server with both services; the caller adds ports and starts it."""
+    options: list[tuple[str, int | str]] = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+        *channel_arguments,
+    ]
+    server = grpc.aio.server(options=options)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        PredictionServicer(dataplane, response_tensor_content=response_tensor_content), server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        ModelServicer(dataplane, response_tensor_content=response_tensor_content), server
+    )
+    return server

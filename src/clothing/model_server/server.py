@@ -1,0 +1,168 @@
+"""The model server process: repository, gRPC and REST on one event loop, and drain.
+
+gRPC (grpc.aio) and REST (uvicorn) share the asyncio loop; ONNX Runtime calls
+and model loads run in worker threads, never on the loop. On SIGTERM or
+SIGINT readiness turns 503, both servers stop accepting, in-flight requests
+get ``shutdown_grace_seconds`` to finish, models are unloaded, and the process
+exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import uvicorn
+
+from clothing.model_server.backend import Backend, OnnxBackend, resolve_providers
+from clothing.model_server.batching import Batcher
+from clothing.model_server.config import ServerConfig
+from clothing.model_server.core import Dataplane
+from clothing.model_server.grpc_api import build_server
+from clothing.model_server.metrics import ServerMetrics
+from clothing.model_server.repository import ModelVersion, Repository
+from clothing.model_server.rest_api import ServerState, build_app
+
+log = logging.getLogger(__name__)
+
+
+class _UvicornServer(uvicorn.Server):
+    """Uvicorn without its own signal handling: the model server owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class ModelServer:
+    def __init__(
+        self, config: ServerConfig, backend_factory: Callable[[], Backend] | None = None
+    ) -> None:
+        self.config = config
+        self.metrics = ServerMetrics()
+        threads = max(
+            os.cpu_count() or 1, config.batching.num_batch_threads if config.batching else 1
+        )
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
+        self.repository = Repository(
+            config.models,
+            backend_factory or (lambda: OnnxBackend(config.runtime)),
+            self._make_batcher,
+            on_load=self._on_load,
+            on_unload=self._on_unload,
+        )
+        self.dataplane = Dataplane(self.repository, self.metrics, self.executor)
+        self.state = ServerState()
+        self.grpc_port = 0
+        self.rest_port = 0
+        self._grpc: grpc.aio.Server | None = None
+        self._rest: _UvicornServer | None = None
+        self._rest_task: asyncio.Task[None] | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    def _make_batcher(self, version: ModelVersion) -> Batcher | None:
+        if self.config.batching is None or version.backend is None:
+            return None
+        model = version.model
+        return Batcher(
+            version.backend.predict,
+            self.config.batching,
+            self.executor,
+            on_batch=lambda rows: self.metrics.batch_size.labels(model=model).observe(rows),
+            on_queue_depth=lambda change: self.metrics.queue_depth.labels(model=model).inc(change),
+        )
+
+    def _on_load(self, model: str, ok: bool) -> None:
+        self.metrics.loads.labels(model=model, result="success" if ok else "failure").inc()
+        self._count_available(model)
+
+    def _on_unload(self, model: str) -> None:
+        self.metrics.unloads.labels(model=model).inc()
+        self._count_available(model)
+
+    def _count_available(self, model: str) -> None:
+        count = len(self.repository.models[model].available())
+        self.metrics.available_versions.labels(model=model).set(count)
+
+    async def start(self) -> None:
+        """Bind both ports, then load the models; readiness turns 200 once they are."""
+        # A missing execution provider is a start-up error, not a per-version one.
+        resolve_providers(self.config.runtime.execution_providers)
+        for config in self.config.models:
+            self.metrics.queue_depth.labels(model=config.name).set(0)
+            self.metrics.available_versions.labels(model=config.name).set(0)
+        self._grpc = build_server(
+            self.dataplane,
+            response_tensor_content=self.config.response_tensor_content,
+            max_message_bytes=self.config.max_message_bytes,
+            channel_arguments=self.config.grpc_channel_arguments,
+        )
+        self.grpc_port = self._grpc.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        await self._grpc.start()
+        app = build_app(
+            self.dataplane,
+            self.state,
+            max_message_bytes=self.config.max_message_bytes,
+            cors_origins=self.config.cors_origins,
+        )
+        rest_config = uvicorn.Config(
+            app,
+            host=self.config.host,
+            port=self.config.rest_api_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=max(1, int(self.config.shutdown_grace_seconds)),
+        )
+        self._rest = _UvicornServer(rest_config)
+        self._rest_task = asyncio.create_task(self._rest.serve())
+        while not self._rest.started:
+            if self._rest_task.done():
+                self._rest_task.result()
+                raise RuntimeError(f"REST server did not start on port {self.config.rest_api_port}")
+            await asyncio.sleep(0.01)
+        self.rest_port = self._rest.servers[0].sockets[0].getsockname()[1]
+        log.info("gRPC on port %d, REST on port %d", self.grpc_port, self.rest_port)
+        await self.repository.sync()
+        if self.config.poll_wait_seconds > 0:
+            self._poll_task = asyncio.create_task(
+                self.repository.poll(self.config.poll_wait_seconds)
+            )
+
+    async def stop(self) -> None:
+        """Drain: not ready, stop accepting, finish in-flight work, unload."""
+        if self.state.draining:
+            await self._stopped.wait()
+            return
+        self.state.draining = True
+        log.info("draining (grace %.1fs)", self.config.shutdown_grace_seconds)
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            await asyncio.gather(self._poll_task, return_exceptions=True)
+        stops = []
+        if self._grpc is not None:
+            stops.append(self._grpc.stop(self.config.shutdown_grace_seconds))
+        if self._rest is not None and self._rest_task is not None:
+            self._rest.should_exit = True
+            stops.append(self._rest_task)
+        await asyncio.gather(*stops, return_exceptions=True)
+        await self.repository.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self._stopped.set()
+        log.info("stopped")
+
+    async def serve_until_signal(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await self.start()
+        await stop.wait()
+        await self.stop()

@@ -1,0 +1,175 @@
+"""Dynamic batching around a real predict function, and end to end on the server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from clothing.model_server.batching import Batcher
+from clothing.model_server.config import BatchingConfig, ModelConfig
+from clothing.model_server.errors import ResourceExhausted
+from tests.fixtures import build_test_model, reference_probabilities
+from tests.model_server.conftest import MODEL, ServerFactory
+from tests.model_server.test_grpc import images, request_for
+
+
+class Recorder:
+    """Doubles its input; records batch sizes; can be slowed down or made to fail."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.batches: list[int] = []
+        self.fail = False
+        self.lock = threading.Lock()
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self.lock:
+            self.batches.append(len(inputs["x"]))
+        time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("runtime exploded")
+        return {"y": inputs["x"] * 2}
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(4)
+    yield pool
+    pool.shutdown()
+
+
+def rows(start: int, count: int, width: int = 3) -> dict[str, np.ndarray]:
+    values = np.arange(start, start + count * width, dtype=np.float32).reshape(count, width)
+    return {"x": values}
+
+
+async def test_concurrent_requests_merge_and_split_back_in_order(
+    executor: ThreadPoolExecutor,
+) -> None:
+    predict = Recorder(delay=0.05)
+    batcher = Batcher(predict, BatchingConfig(8, 20_000, 10, 1), executor)
+    requests = [rows(i * 100, 1 + i % 3) for i in range(12)]
+    results = await asyncio.gather(*(batcher.predict(r) for r in requests))
+    for request, result in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(result["y"], request["x"] * 2)
+    assert max(predict.batches) > 1
+    assert all(size <= 8 for size in predict.batches)
+    assert sum(predict.batches) == sum(len(r["x"]) for r in requests)
+    await batcher.stop()
+
+
+async def test_a_lone_request_does_not_wait_for_the_timeout(executor: ThreadPoolExecutor) -> None:
+    batcher = Batcher(Recorder(), BatchingConfig(32, 2_000_000, 10, 2), executor)
+    started = time.monotonic()
+    for _ in range(3):
+        await batcher.predict(rows(0, 1))
+    assert time.monotonic() - started < 1.0  # the timeout is 2 s per batch
+    await batcher.stop()
+
+
+async def test_full_batch_goes_before_the_timeout(executor: ThreadPoolExecutor) -> None:
+    predict = Recorder(delay=0.2)
+    batcher = Batcher(predict, BatchingConfig(4, 5_000_000, 10, 1), executor)
+    first = asyncio.create_task(batcher.predict(rows(0, 1)))
+    await asyncio.sleep(0.05)  # the first runs alone; the next four queue behind it
+    started = time.monotonic()
+    await asyncio.gather(*(batcher.predict(rows(i, 1)) for i in range(4)), first)
+    assert time.monotonic() - started < 2.0
+    assert predict.batches == [1, 4]
+    await batcher.stop()
+
+
+async def test_requests_of_different_shapes_never_mix(executor: ThreadPoolExecutor) -> None:
+    predict = Recorder(delay=0.05)
+    batcher = Batcher(predict, BatchingConfig(16, 20_000, 10, 1), executor)
+    narrow = [rows(i, 1, width=3) for i in range(4)]
+    wide = [rows(i, 1, width=5) for i in range(4)]
+    results = await asyncio.gather(*(batcher.predict(r) for r in narrow + wide))
+    for request, result in zip(narrow + wide, results, strict=True):
+        np.testing.assert_array_equal(result["y"], request["x"] * 2)
+    await batcher.stop()
+
+
+async def test_oversized_request_runs_whole(executor: ThreadPoolExecutor) -> None:
+    predict = Recorder()
+    batcher = Batcher(predict, BatchingConfig(4, 1000, 10, 1), executor)
+    result = await batcher.predict(rows(0, 9))
+    assert result["y"].shape == (9, 3)
+    assert predict.batches == [9]
+    await batcher.stop()
+
+
+async def test_a_failing_batch_fails_every_waiter(executor: ThreadPoolExecutor) -> None:
+    predict = Recorder(delay=0.05)
+    predict.fail = True
+    batcher = Batcher(predict, BatchingConfig(8, 20_000, 10, 1), executor)
+    outcomes = await asyncio.gather(
+        *(batcher.predict(rows(i, 1)) for i in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(o, RuntimeError) for o in outcomes)
+    predict.fail = False
+    assert (await batcher.predict(rows(0, 1)))["y"].shape == (1, 3)
+    await batcher.stop()
+
+
+async def test_wrong_output_length_is_an_error(executor: ThreadPoolExecutor) -> None:
+    def truncating(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": inputs["x"][:1]}
+
+    batcher = Batcher(truncating, BatchingConfig(8, 1000, 10, 1), executor)
+    with pytest.raises(Exception, match="expected 2 rows"):
+        await batcher.predict(rows(0, 2))
+    await batcher.stop()
+
+
+async def test_full_queue_is_refused_not_grown(executor: ThreadPoolExecutor) -> None:
+    predict = Recorder(delay=0.3)
+    depth: list[int] = []
+    batcher = Batcher(predict, BatchingConfig(2, 1000, 2, 1), executor, on_queue_depth=depth.append)
+    running = asyncio.create_task(batcher.predict(rows(0, 1)))
+    await asyncio.sleep(0.05)
+    queued = [asyncio.create_task(batcher.predict(rows(i, 1))) for i in range(4)]
+    await asyncio.sleep(0.01)
+    assert batcher.queued_rows == 4
+    with pytest.raises(ResourceExhausted, match="queue full"):
+        await batcher.predict(rows(9, 1))
+    await asyncio.gather(running, *queued)
+    assert batcher.queued_rows == 0
+    assert sum(depth) == 0
+    await batcher.stop()
+
+
+async def test_server_batches_under_concurrent_load(serve: ServerFactory, tmp_path: Path) -> None:
+    base = tmp_path / "slow"
+    build_test_model(base / "1", slow_ops=1)
+    batching = BatchingConfig(16, 5_000, 20, 1)
+    async with serve((ModelConfig(MODEL, base),), batching=batching) as running:
+        batch = images(1)
+        expected = reference_probabilities(batch)
+        responses = await asyncio.gather(
+            *(running.predictions.Predict(request_for(batch)) for _ in range(24))
+        )
+        for response in responses:
+            got = np.asarray(response.outputs["probabilities"].float_val).reshape(1, 10)
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+        async with httpx.AsyncClient(base_url=running.rest_url) as client:
+            text = (await client.get("/metrics")).text
+        count = _metric(text, 'model_server_batch_size_count{model="clothing-model"}')
+        total = _metric(text, 'model_server_batch_size_sum{model="clothing-model"}')
+        assert total == 24
+        assert count < 24, "some batches held more than one request"
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in metrics")
