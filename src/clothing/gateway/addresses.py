@@ -1,0 +1,156 @@
+"""Which network addresses the gateway may fetch images from.
+
+The default is "public internet only": every address that is loopback, private,
+link-local, multicast, reserved, unspecified, shared (CGNAT), documentation or a
+cloud metadata endpoint is refused, for IPv4 and IPv6 alike, including IPv4
+addresses smuggled inside IPv6 (IPv4-mapped, 6to4, Teredo, NAT64). An
+:class:`AllowList` admits named hosts or networks on top (in-cluster image
+stores, a test server on 127.0.0.1). Metadata endpoints stay refused even
+inside an allow-listed network: no image lives there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from clothing.gateway.errors import AddressRefused, ImageHostFailed
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Resolves (host, port) to every address a connection could go to.
+Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+
+# Instance metadata services: AWS/GCP/Azure/OpenStack, AWS ECS, AWS IPv6, Alibaba, Oracle legacy.
+METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",
+        "169.254.170.2",
+        "fd00:ec2::254",
+        "100.100.100.200",
+        "192.0.0.192",
+    )
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address carries and that a network path may reach."""
+    found: list[ipaddress.IPv4Address] = []
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.append(address.teredo[1])
+    if address in _NAT64:
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
+def refusal_reason(address: IPAddress) -> str | None:
+    """Why ``address`` must not be fetched from by default, or ``None`` if it is public."""
+    if address in METADATA_ADDRESSES:
+        return "cloud metadata"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            # The socket would reach exactly this IPv4 address: judge it as one.
+            return refusal_reason(address.ipv4_mapped)
+        for inner in _embedded_ipv4(address):
+            reason = refusal_reason(inner)
+            if reason is not None:
+                return f"{reason} (embedded in IPv6)"
+    checks = (
+        ("unspecified", address.is_unspecified),
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("private", address.is_private),
+        ("reserved", address.is_reserved),
+        ("not globally routable", not address.is_global),
+    )
+    for reason, matched in checks:
+        if matched:
+            return reason
+    return None
+
+
+@dataclass(frozen=True)
+class AllowList:
+    """Hosts (exact names) and networks (CIDR or single addresses) admitted despite the policy."""
+
+    hosts: frozenset[str] = frozenset()
+    networks: tuple[IPNetwork, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> AllowList:
+        """Build from entries like ``images.internal``, ``10.0.0.0/8``, ``127.0.0.1``, ``::1``."""
+        hosts: set[str] = set()
+        networks: list[IPNetwork] = []
+        for raw in entries:
+            entry = raw.strip().strip("[]")
+            if not entry:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                if "/" in entry or " " in entry:
+                    raise ValueError(
+                        f"allow-list entry {raw!r} is neither a host nor a network"
+                    ) from None
+                hosts.add(entry.lower().rstrip("."))
+        return cls(frozenset(hosts), tuple(networks))
+
+    def admits_host(self, host: str) -> bool:
+        return host.lower().rstrip(".") in self.hosts
+
+    def admits_address(self, address: IPAddress) -> bool:
+        return any(address in network for network in self.networks)
+
+
+async def resolve_with_getaddrinfo(host: str, port: int) -> list[IPAddress]:
+    """Every address the system resolver gives; numeric forms like ``2130706433`` included."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as error:
+        raise ImageHostFailed(f"cannot resolve image host {host!r}") from error
+    addresses: list[IPAddress] = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        # Scope ids ("fe80::1%eth0") are dropped: the address alone decides.
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise ImageHostFailed(f"image host {host!r} has no address")
+    return addresses
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Resolves a host once and decides which single address to connect to."""
+
+    allow: AllowList = field(default_factory=AllowList)
+    resolver: Resolver = resolve_with_getaddrinfo
+
+    async def checked_address(self, host: str, port: int) -> IPAddress:
+        """The address to connect to; :class:`AddressRefused` if any candidate is refused.
+
+        Refusing when *any* resolved address is bad (not only the first) keeps a
+        host with one public and one private record from being a way in.
+        """
+        addresses = await self.resolver(host, port)
+        host_admitted = self.allow.admits_host(host)
+        for address in addresses:
+            reason = refusal_reason(address)
+            if reason is None:
+                continue
+            if address in METADATA_ADDRESSES:
+                raise AddressRefused(f"address {address} of {host!r} is refused ({reason})")
+            if host_admitted or self.allow.admits_address(address):
+                continue
+            raise AddressRefused(f"address {address} of {host!r} is refused ({reason})")
+        return addresses[0]

@@ -1,0 +1,348 @@
+"""The FastAPI layer: parse the request, call :class:`Classifier`, shape the answer.
+
+Errors are mapped in exactly one place (:func:`_error_response`); the ASGI
+middleware around the app caps the request body, counts requests per route and
+status, and turns any unexpected exception into a plain 500 without a trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from clothing import __version__
+from clothing.gateway.addresses import AddressPolicy, AllowList, Resolver, resolve_with_getaddrinfo
+from clothing.gateway.errors import (
+    GatewayError,
+    Overloaded,
+    TooLarge,
+    ValidationFailed,
+)
+from clothing.gateway.fetch import ImageFetcher, new_http_client
+from clothing.gateway.inputs import batch_inputs, describe_errors, single_input
+from clothing.gateway.metrics import GatewayMetrics
+from clothing.gateway.model_client import ModelClient
+from clothing.gateway.schemas import (
+    BatchItem,
+    BatchRequest,
+    BatchResponse,
+    ErrorBody,
+    Health,
+    ModelRef,
+    Prediction,
+    PredictRequest,
+)
+from clothing.gateway.service import Classification, Classifier
+from clothing.gateway.settings import GatewaySettings
+
+log = logging.getLogger("clothing.gateway")
+STATIC = Path(__file__).parent / "static"
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Bad request, or the bytes are not a JPEG/PNG/WebP/GIF image",
+        403: "The URL's scheme or address is refused",
+        413: "Image (bytes or pixels) or request too large",
+        429: "Too many predictions in flight; retry after Retry-After seconds",
+        415: "Neither JSON nor multipart/form-data",
+        422: "The JSON body does not match the schema",
+        502: "The image host or the model server failed",
+        503: "The model server is unavailable",
+        504: "The image host or the model server timed out",
+    }.items()
+}
+
+
+# Overload and model-server-down answers tell clients when to come back.
+RETRY_AFTER_SECONDS = "1"
+
+
+def _error_response(error: GatewayError) -> JSONResponse:
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if error.status in (429, 503) else None
+    return JSONResponse({"error": error.to_dict()}, status_code=error.status, headers=headers)
+
+
+class _Guard:
+    """Caps the body and the predictions in flight, records metrics and answers 500
+    for anything unexpected.
+
+    Past ``max_inflight`` concurrent predictions a request is refused at once with
+    429 + Retry-After, before its body is read: under overload the gateway's
+    memory and latency stay bounded instead of queueing without end.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: GatewayMetrics,
+        max_body: int,
+        routes: list[BaseRoute],
+        max_inflight: int,
+    ) -> None:
+        self.app, self.metrics, self.max_body, self.routes = app, metrics, max_body, routes
+        self.max_inflight = max_inflight
+        self.inflight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        limited = str(scope.get("path", "")).startswith("/predict")
+        if limited and self.inflight >= self.max_inflight:
+            overloaded = Overloaded(f"more than {self.max_inflight} predictions in flight")
+            await _error_response(overloaded)(scope, receive, send)
+            self._record(scope, 429, started)
+            return
+        self.inflight += limited
+        try:
+            await self._guarded(scope, receive, send, started)
+        finally:
+            self.inflight -= limited
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
+        status = {"code": 500, "sent": False}
+        announced = dict(scope["headers"]).get(b"content-length", b"")
+        if announced.isdigit() and int(announced) > self.max_body:
+            await _error_response(TooLarge(f"request body over {self.max_body} bytes"))(
+                scope, receive, send
+            )
+            self._record(scope, 413, started)
+            return
+        received = 0
+
+        async def capped_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body:
+                raise TooLarge(f"request body over {self.max_body} bytes")
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"], status["sent"] = message["status"], True
+            await send(message)
+
+        try:
+            await self.app(scope, capped_receive, tracking_send)
+        except Exception:
+            log.exception("unexpected error on %s", scope.get("path"))
+            if not status["sent"]:
+                body = {"error": {"code": "internal", "message": "internal error"}}
+                await JSONResponse(body, status_code=500)(scope, receive, send)
+            status["code"] = 500
+        self._record(scope, int(status["code"]), started)
+
+    def _route(self, scope: Scope) -> str:
+        """The matched route's template (never the raw path: bounded label values)."""
+        matched = getattr(scope.get("route"), "path", None)
+        if matched:
+            return str(matched)
+        for route in self.routes:  # refused before routing: match it here
+            if route.matches(scope)[0] == Match.FULL and hasattr(route, "path"):
+                return str(route.path)
+        return "unmatched"
+
+    def _record(self, scope: Scope, status: int, started: float) -> None:
+        route = self._route(scope)
+        self.metrics.requests.labels(route=route, status=str(status)).inc()
+        self.metrics.request_seconds.labels(route=route).observe(time.perf_counter() - started)
+
+
+def create_app(
+    settings: GatewaySettings,
+    *,
+    http_client: httpx.AsyncClient | None = None,
+    resolver: Resolver | None = None,
+) -> FastAPI:
+    """Build the gateway; ``http_client`` and ``resolver`` let tests bring their own."""
+    metrics = GatewayMetrics()
+    labels = settings.load_labels()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = http_client or new_http_client(settings.fetch_limits)
+        model = ModelClient(
+            settings.tf_serving_host,
+            settings.model_name,
+            signature=settings.signature,
+            deadline=settings.grpc_deadline,
+            preprocessing=settings.preprocessing_override,
+        )
+        policy = AddressPolicy(
+            AllowList.parse(settings.allow_hosts), resolver or resolve_with_getaddrinfo
+        )
+        with ThreadPoolExecutor(settings.workers, thread_name_prefix="preprocess") as pool:
+            app.state.classifier = Classifier(
+                fetcher=ImageFetcher(client, policy, settings.fetch_limits),
+                model=model,
+                pool=pool,
+                metrics=metrics,
+                max_pixels=settings.max_pixels,
+                labels=labels,
+                ready_cache_seconds=settings.ready_cache_seconds,
+            )
+            try:
+                yield
+            finally:
+                await model.close()
+                if http_client is None:
+                    await client.aclose()
+
+    app = FastAPI(
+        title="Clothing classifier gateway",
+        version=__version__,
+        description="Classify a clothing photo (URL, upload or base64) with the served model.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.add_exception_handler(GatewayError, _on_gateway_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type"],
+        )
+    app.add_middleware(
+        _Guard,
+        metrics=metrics,
+        max_body=settings.max_body_bytes,
+        routes=app.router.routes,
+        max_inflight=settings.max_inflight,
+    )
+    _add_routes(app, settings)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+async def _on_gateway_error(_request: Request, error: GatewayError) -> JSONResponse:
+    return _error_response(error)
+
+
+async def _on_validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+    return _error_response(ValidationFailed(describe_errors(error.errors())))
+
+
+async def _on_http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    body = {"error": {"code": code, "message": str(error.detail)}}
+    return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
+
+def _body_doc(model: type[BaseModel], multipart: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": model.model_json_schema()},
+                "multipart/form-data": {"schema": multipart},
+            },
+        }
+    }
+
+
+def _add_routes(app: FastAPI, settings: GatewaySettings) -> None:
+    cap = settings.max_image_bytes
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/healthz", response_model=Health, response_model_exclude_none=True, tags=["health"])
+    async def healthz() -> Health:
+        """Liveness: the gateway process answers."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
+    async def readyz(request: Request) -> Response:
+        """Readiness: the model server answers and the model is AVAILABLE."""
+        classifier: Classifier = request.app.state.classifier
+        if await classifier.ready():
+            info = await classifier.model_info()
+            body = Health(status="ready", model=ModelRef(name=info.name, version=info.version))
+            return JSONResponse(body.model_dump(exclude_none=True))
+        body = Health(status="unavailable", detail="model server or model not available")
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def metrics_endpoint(request: Request) -> Response:
+        """Prometheus metrics."""
+        metrics: GatewayMetrics = request.app.state.metrics
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    upload_one = {
+        "type": "object",
+        "properties": {"file": {"type": "string", "format": "binary"}},
+        "required": ["file"],
+    }
+
+    @app.post(
+        "/predict",
+        response_model=Prediction,
+        responses=_ERRORS,
+        tags=["predict"],
+        openapi_extra=_body_doc(PredictRequest, upload_one),
+    )
+    async def predict(request: Request) -> Prediction:
+        """Classify one image: JSON ``{"url"}`` or ``{"image_b64"}``, or a multipart ``file``."""
+        classifier: Classifier = request.app.state.classifier
+        item = await single_input(request, cap)
+        return _prediction(await classifier.classify(item))
+
+    upload_many = {
+        "type": "object",
+        "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+        "required": ["files"],
+    }
+
+    @app.post(
+        "/predict/batch",
+        response_model=BatchResponse,
+        response_model_exclude_none=True,
+        responses=_ERRORS,
+        tags=["predict"],
+        openapi_extra=_body_doc(BatchRequest, upload_many),
+    )
+    async def predict_batch(request: Request) -> BatchResponse:
+        """Classify several images in one model call; per-image errors come back per item."""
+        classifier: Classifier = request.app.state.classifier
+        items = await batch_inputs(request, cap, settings.max_batch)
+        results = await classifier.classify_batch(items)
+        return BatchResponse(
+            results=[
+                BatchItem(error=r.to_dict())  # type: ignore[arg-type]
+                if isinstance(r, GatewayError)
+                else BatchItem(**_prediction(r).model_dump())
+                for r in results
+            ]
+        )
+
+
+def _prediction(result: Classification) -> Prediction:
+    return Prediction(
+        label=result.label,
+        predictions=result.predictions,
+        model=ModelRef(name=result.model_name, version=result.model_version),
+        timing_ms=result.timing_ms,
+    )

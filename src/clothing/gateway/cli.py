@@ -1,0 +1,135 @@
+"""Serve the HTTP gateway and its web page (FastAPI on uvicorn).
+
+The gateway downloads or receives an image, preprocesses it for the served model
+and calls a TF Serving-compatible model server over gRPC. Every flag can also
+be set with the environment variable shown in its help; a flag wins over the
+environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from dataclasses import MISSING
+from typing import Any, cast
+
+from clothing.gateway.imaging import PREPROCESSINGS
+from clothing.gateway.settings import GatewaySettings, env_name
+
+_DEFAULTS = GatewaySettings.__dataclass_fields__
+
+
+def _default(name: str) -> Any:
+    spec = _DEFAULTS[name]
+    if spec.default is not MISSING:
+        return spec.default
+    return cast(Callable[[], Any], spec.default_factory)()
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _add(
+    parser: argparse.ArgumentParser,
+    name: str,
+    kind: Callable[[str], Any],
+    help_text: str,
+    **extra: Any,
+) -> None:
+    variable = env_name(name)
+    raw = os.environ.get(variable)
+    # A string default goes through ``kind`` at parse time, so a bad value in the
+    # environment is reported like a bad flag, and only for this subcommand.
+    default = raw if raw else _default(name)
+    shown = ",".join(default) if isinstance(default, tuple) else default
+    parser.add_argument(
+        "--" + name.replace("_", "-"),
+        dest=name,
+        type=kind,
+        default=default,
+        help=f"{help_text} (env {variable}; default: {shown})",
+        **extra,
+    )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    _add(parser, "host", str, "interface to listen on")
+    _add(parser, "port", int, "HTTP port")
+    _add(
+        parser,
+        "tf_serving_host",
+        str,
+        "model server gRPC address: host:port, dns:///host:port or a comma list of host:port",
+    )
+    _add(parser, "model_name", str, "name of the model on the model server")
+    _add(parser, "signature", str, "signature to call")
+    _add(
+        parser,
+        "preprocessing",
+        str,
+        "pixel scaling: auto (from the model's metadata), none (uint8), xception (x/127.5-1), "
+        "imagenet (x/255 then ImageNet mean/std)",
+        choices=("auto", *PREPROCESSINGS),
+    )
+    _add(parser, "grpc_deadline", float, "deadline of every gRPC call, seconds")
+    _add(parser, "fetch_connect_timeout", float, "image download: connect timeout, seconds")
+    _add(parser, "fetch_read_timeout", float, "image download: timeout between reads, seconds")
+    _add(parser, "fetch_timeout", float, "image download: total time limit, seconds")
+    _add(parser, "max_redirects", int, "image download: redirects followed at most")
+    _add(parser, "max_image_bytes", int, "largest image accepted, bytes (download or upload)")
+    _add(parser, "max_pixels", int, "largest image accepted, pixels (checked before decoding)")
+    _add(parser, "max_batch", int, "most images in one /predict/batch request")
+    _add(
+        parser,
+        "max_inflight",
+        int,
+        "most /predict and /predict/batch requests handled at once; more get 429 + Retry-After",
+    )
+    _add(
+        parser,
+        "allow_hosts",
+        _csv,
+        "comma list of hosts or CIDR networks that may be fetched from although private "
+        "(e.g. images.internal,10.0.0.0/8)",
+    )
+    _add(parser, "labels", str, "file with one class name per line, overriding the model's")
+    _add(parser, "workers", int, "threads decoding and resizing images")
+    _add(parser, "ready_cache_seconds", float, "how long a /readyz answer is reused, seconds")
+    _add(parser, "cors_origins", _csv, "comma list of origins allowed by CORS (none: no CORS)")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("GATEWAY_LOG_LEVEL", "info"),
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="uvicorn log level (env GATEWAY_LOG_LEVEL; default: info)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
+    values = {name: getattr(args, name) for name in _DEFAULTS if hasattr(args, name)}
+    return GatewaySettings(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from clothing.gateway.app import create_app
+    from clothing.gateway.uvicorn_server import GatewayServer
+
+    try:
+        settings = settings_from_args(args)
+        app = create_app(settings)
+    except ValueError as error:
+        print(f"clothing gateway: {error}")
+        return 2
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+    )
+    GatewayServer(config).run()
+    return 0

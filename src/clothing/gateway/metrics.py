@@ -1,0 +1,69 @@
+"""Prometheus metrics of one gateway app, in a registry of its own.
+
+A registry per app (not the global one) lets tests build many apps in one
+process and keeps ``/metrics`` to what this gateway measured.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+STAGES = ("fetch", "preprocess", "inference", "total")
+_LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class GatewayMetrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "gateway_requests",
+            "HTTP requests answered, by route and status code.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "gateway_request_duration_seconds",
+            "Time to answer an HTTP request, by route.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.stage_seconds = Histogram(
+            "gateway_stage_duration_seconds",
+            "Time spent per pipeline stage (fetch, preprocess, inference, total).",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.fetched_bytes = Counter(
+            "gateway_fetched_bytes",
+            "Bytes of images downloaded from image URLs.",
+            registry=self.registry,
+        )
+        self.refused_addresses = Counter(
+            "gateway_refused_addresses",
+            "Image URLs refused by the address policy (scheme, host or resolved address).",
+            registry=self.registry,
+        )
+        self.images = Counter(
+            "gateway_images",
+            "Images classified or failed, by outcome (ok or the error code).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.model_version_changes = Counter(
+            "gateway_model_version_changes",
+            "Times the model server started answering with another model version.",
+            registry=self.registry,
+        )
+        for stage in STAGES:
+            self.stage_seconds.labels(stage=stage)
+
+    def observe_stage(self, stage: str, milliseconds: float) -> None:
+        self.stage_seconds.labels(stage=stage).observe(milliseconds / 1000.0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

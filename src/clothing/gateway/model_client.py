@@ -1,0 +1,302 @@
+"""The gateway's side of TF Serving's gRPC API: metadata, status and Predict.
+
+One ``grpc.aio`` channel per process, balanced ``round_robin`` over every
+address the target resolves to (``dns:///name:port`` re-resolves as pods come
+and go; a comma list becomes a static ``ipv4:``/``ipv6:`` target). Every call
+has a deadline; Predict is retried once on UNAVAILABLE, which with round robin
+lands on another backend. Reconnect backoff is kept short so a restarted model
+server is picked up within seconds.
+
+What the model wants (input name, dtype, size, preprocessing, class names) is
+learned from ``GetModelMetadata``: ``model_info`` when the server offers it
+(this project's server), else the signature alone (a stock TF Serving refuses
+``model_info`` with INVALID_ARGUMENT, so the request is repeated without it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import grpc
+import numpy as np
+from google.protobuf import json_format, struct_pb2
+
+from clothing.gateway.errors import (
+    GatewayError,
+    ModelServerError,
+    ModelUnavailable,
+    UpstreamTimeout,
+)
+from clothing.gateway.imaging import PREPROCESSINGS, InputSpec, Preprocessing
+from clothing.proto.tensorflow.core.framework import types_pb2
+from clothing.proto.tensorflow.core.protobuf import meta_graph_pb2
+from clothing.proto.tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+from clothing.tensors import TensorError, from_numpy, to_numpy
+
+T = TypeVar("T")
+
+_DTYPES = {types_pb2.DT_UINT8: "uint8", types_pb2.DT_FLOAT: "float32"}
+_AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.lb_policy_name", "round_robin"),
+    # Pings only while calls are open: idle pings get a client GOAWAY'd by servers.
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+    # A batch of float32 299x299 images is far above gRPC's 4 MB default.
+    ("grpc.max_send_message_length", 512 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+)
+
+
+def grpc_target(setting: str) -> str:
+    """Channel target for ``TF_SERVING_HOST``: ``host:port``, ``dns:///host:port`` or a comma list.
+
+    A comma list is resolved here once; names that need re-resolution belong in
+    a ``dns:///`` target (a headless Service on Kubernetes).
+    """
+    setting = setting.strip()
+    if not setting:
+        raise ValueError("TF_SERVING_HOST is empty")
+    if "," not in setting:
+        return setting
+    addresses: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = []
+    for entry in (e.strip() for e in setting.split(",")):
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"TF_SERVING_HOST entry {entry!r} is not host:port")
+        infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+        for info in infos:
+            address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+            if (address, int(port)) not in addresses:
+                addresses.append((address, int(port)))
+    if all(a.version == 4 for a, _ in addresses):
+        return "ipv4:" + ",".join(f"{a}:{p}" for a, p in addresses)
+    mapped = [a if a.version == 6 else ipaddress.IPv6Address(f"::ffff:{a}") for a, _ in addresses]
+    return "ipv6:" + ",".join(f"[{a}]:{p}" for a, (_, p) in zip(mapped, addresses, strict=True))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One served version, as the gateway needs to know it."""
+
+    name: str
+    version: int
+    input: InputSpec
+    output_name: str
+    classes: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class PredictOutcome:
+    probabilities: np.ndarray  # [batch, classes] float32
+    version: int
+
+
+def _map_rpc_error(error: grpc.aio.AioRpcError, what: str) -> GatewayError:
+    code = error.code()
+    detail = error.details() or code.name
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return UpstreamTimeout(f"model server did not answer {what} in time")
+    if code in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+    ):
+        return ModelUnavailable(f"model server unavailable for {what}: {detail}")
+    return ModelServerError(f"model server refused {what}: {code.name}: {detail}")
+
+
+class ModelClient:
+    """Calls one model on a TF Serving-compatible server over a shared channel."""
+
+    def __init__(
+        self,
+        target: str,
+        model_name: str,
+        *,
+        signature: str = "serving_default",
+        deadline: float = 5.0,
+        preprocessing: Preprocessing | None = None,
+    ) -> None:
+        self.target = grpc_target(target)
+        self.model_name = model_name
+        self.signature = signature
+        self.deadline = deadline
+        self.preprocessing = preprocessing
+        self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        self._predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(  # type: ignore[no-untyped-call]
+            self._channel
+        )
+        self._model_stub = model_service_pb2_grpc.ModelServiceStub(  # type: ignore[no-untyped-call]
+            self._channel
+        )
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    def _spec(self) -> model_pb2.ModelSpec:
+        return model_pb2.ModelSpec(name=self.model_name, signature_name=self.signature)
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]], *, retry: bool) -> T:
+        try:
+            return await _with_retry(call, retry=retry)
+        except grpc.aio.AioRpcError as error:
+            raise _map_rpc_error(error, what) from None
+
+    async def is_available(self) -> bool:
+        request = get_model_status_pb2.GetModelStatusRequest(
+            model_spec=model_pb2.ModelSpec(name=self.model_name)
+        )
+        response = await self._call(
+            "GetModelStatus",
+            lambda: self._model_stub.GetModelStatus(request, timeout=self.deadline),
+            retry=False,
+        )
+        return any(s.state == _AVAILABLE for s in response.model_version_status)
+
+    async def metadata(self) -> ModelInfo:
+        response = await self._metadata_response()
+        return self._parse_metadata(response)
+
+    async def _metadata_response(self) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        def ask(fields: list[str]) -> Awaitable[get_model_metadata_pb2.GetModelMetadataResponse]:
+            request = get_model_metadata_pb2.GetModelMetadataRequest(
+                model_spec=self._spec(), metadata_field=fields
+            )
+            return cast(
+                Awaitable[get_model_metadata_pb2.GetModelMetadataResponse],
+                self._predict_stub.GetModelMetadata(request, timeout=self.deadline),
+            )
+
+        try:
+            return await _with_retry(lambda: ask(["signature_def", "model_info"]), retry=True)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise _map_rpc_error(error, "GetModelMetadata") from None
+        return await self._call("GetModelMetadata", lambda: ask(["signature_def"]), retry=True)
+
+    def _parse_metadata(
+        self, response: get_model_metadata_pb2.GetModelMetadataResponse
+    ) -> ModelInfo:
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        if "signature_def" not in response.metadata or not response.metadata[
+            "signature_def"
+        ].Unpack(signatures):
+            raise ModelServerError("model server sent no signature_def metadata")
+        if self.signature not in signatures.signature_def:
+            names = ", ".join(sorted(signatures.signature_def)) or "none"
+            raise ModelServerError(f"model has no signature {self.signature!r} (has: {names})")
+        info: dict[str, Any] = {}
+        if "model_info" in response.metadata:
+            struct = struct_pb2.Struct()
+            if response.metadata["model_info"].Unpack(struct):
+                info = json_format.MessageToDict(struct)
+        return self._model_info(
+            signatures.signature_def[self.signature], info, int(response.model_spec.version.value)
+        )
+
+    def _model_info(
+        self, signature: meta_graph_pb2.SignatureDef, info: dict[str, Any], version: int
+    ) -> ModelInfo:
+        declared_input = _section(info, "input")
+        input_name = _pick(signature.inputs, declared_input.get("name"), "input")
+        tensor = signature.inputs[input_name]
+        dtype = _DTYPES.get(tensor.dtype)
+        if dtype is None:
+            raise ModelServerError(f"model input {input_name!r} has an unsupported dtype")
+        dims = [d.size for d in tensor.tensor_shape.dim]
+        height, width = _size(dims, declared_input)
+        declared_output = _section(info, "output")
+        output_name = _pick(
+            signature.outputs, declared_output.get("name") or "probabilities", "output"
+        )
+        preprocessing = self._preprocessing(declared_input.get("preprocessing"), dtype)
+        classes = info.get("classes")
+        return ModelInfo(
+            name=self.model_name,
+            version=version,
+            input=InputSpec(input_name, height, width, dtype, preprocessing),  # type: ignore[arg-type]
+            output_name=output_name,
+            classes=tuple(str(c) for c in classes) if isinstance(classes, list) else None,
+        )
+
+    def _preprocessing(self, declared: object, dtype: str) -> Preprocessing:
+        if self.preprocessing is not None:
+            return self.preprocessing
+        if declared in PREPROCESSINGS:
+            return declared
+        # A float model that says nothing is most likely a Keras Xception export.
+        return "none" if dtype == "uint8" else "xception"
+
+    async def predict(self, batch: np.ndarray, info: ModelInfo) -> PredictOutcome:
+        request = predict_pb2.PredictRequest(model_spec=self._spec())
+        request.inputs[info.input.name].CopyFrom(from_numpy(batch))
+        request.output_filter.append(info.output_name)
+        response = await self._call(
+            "Predict",
+            lambda: self._predict_stub.Predict(request, timeout=self.deadline),
+            retry=True,
+        )
+        if info.output_name not in response.outputs:
+            raise ModelServerError(f"model server sent no output {info.output_name!r}")
+        try:
+            scores = to_numpy(response.outputs[info.output_name])
+        except TensorError as error:
+            raise ModelServerError(f"model server sent a bad tensor: {error}") from None
+        if scores.ndim != 2 or scores.shape[0] != batch.shape[0]:
+            raise ModelServerError(
+                f"model answered shape {list(scores.shape)} for {batch.shape[0]} images"
+            )
+        return PredictOutcome(
+            scores.astype(np.float32, copy=False), int(response.model_spec.version.value)
+        )
+
+
+async def _with_retry(call: Callable[[], Awaitable[T]], *, retry: bool) -> T:
+    try:
+        return await call()
+    except grpc.aio.AioRpcError as error:
+        if not (retry and error.code() == grpc.StatusCode.UNAVAILABLE):
+            raise
+    return await call()
+
+
+def _section(info: dict[str, Any], key: str) -> dict[str, Any]:
+    value = info.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _pick(tensors: Any, wanted: object, kind: str) -> str:
+    names = sorted(tensors)
+    if isinstance(wanted, str) and wanted in tensors:
+        return wanted
+    if len(names) == 1:
+        return str(names[0])
+    raise ModelServerError(f"cannot tell which {kind} to use among {names}")
+
+
+def _size(dims: list[int], declared: dict[str, Any]) -> tuple[int, int]:
+    if len(dims) != 4 or dims[3] not in (3, -1):
+        raise ModelServerError(f"model input shape {dims} is not [batch, height, width, 3]")
+    height = dims[1] if dims[1] > 0 else declared.get("height")
+    width = dims[2] if dims[2] > 0 else declared.get("width")
+    if not isinstance(height, int | float) or not isinstance(width, int | float):
+        raise ModelServerError("model input has no fixed height and width")
+    return int(height), int(width)

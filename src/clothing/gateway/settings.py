@@ -1,0 +1,108 @@
+"""The gateway's settings: one frozen object, validated once at start-up.
+
+Every setting is a flag of ``clothing gateway`` and an environment variable
+(``GATEWAY_<NAME>``), except the two names the original gateway already used:
+``TF_SERVING_HOST`` and ``MODEL_NAME``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from clothing.gateway.addresses import AllowList
+from clothing.gateway.fetch import FetchLimits
+from clothing.gateway.imaging import DEFAULT_MAX_PIXELS, PREPROCESSINGS, Preprocessing
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    host: str = "0.0.0.0"  # noqa: S104 - a gateway in a container must listen on all interfaces
+    port: int = 9696
+    tf_serving_host: str = "localhost:8500"
+    model_name: str = "clothing-model"
+    signature: str = "serving_default"
+    preprocessing: str = "auto"
+    grpc_deadline: float = 5.0
+    fetch_connect_timeout: float = 3.0
+    fetch_read_timeout: float = 5.0
+    fetch_timeout: float = 10.0
+    max_redirects: int = 3
+    max_image_bytes: int = 10 * MB
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_batch: int = 16
+    max_inflight: int = 64
+    allow_hosts: tuple[str, ...] = field(default_factory=tuple)
+    labels: str | None = None
+    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    ready_cache_seconds: float = 1.0
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        positive = (
+            "port",
+            "grpc_deadline",
+            "fetch_connect_timeout",
+            "fetch_read_timeout",
+            "fetch_timeout",
+            "max_image_bytes",
+            "max_pixels",
+            "max_batch",
+            "max_inflight",
+            "workers",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_redirects < 0:
+            raise ValueError("max_redirects must not be negative")
+        if self.preprocessing != "auto" and self.preprocessing not in PREPROCESSINGS:
+            choices = ", ".join(("auto", *PREPROCESSINGS))
+            raise ValueError(f"preprocessing must be one of {choices}")
+        if not self.tf_serving_host.strip():
+            raise ValueError("tf_serving_host is empty")
+        AllowList.parse(self.allow_hosts)  # raises ValueError on a malformed entry
+        if self.labels is not None and not Path(self.labels).is_file():
+            raise ValueError(f"labels file {self.labels} does not exist")
+
+    @property
+    def fetch_limits(self) -> FetchLimits:
+        return FetchLimits(
+            max_bytes=self.max_image_bytes,
+            max_redirects=self.max_redirects,
+            connect_timeout=self.fetch_connect_timeout,
+            read_timeout=self.fetch_read_timeout,
+            total_timeout=self.fetch_timeout,
+        )
+
+    @property
+    def preprocessing_override(self) -> Preprocessing | None:
+        value = self.preprocessing
+        return None if value == "auto" else value  # type: ignore[return-value]
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request body: a full batch of base64 images plus room for the JSON."""
+        return self.max_batch * (self.max_image_bytes * 4 // 3 + 4096) + MB
+
+    def load_labels(self) -> tuple[str, ...] | None:
+        if self.labels is None:
+            return None
+        names = [line.strip() for line in Path(self.labels).read_text().splitlines()]
+        names = [n for n in names if n]
+        if not names:
+            raise ValueError(f"labels file {self.labels} has no class names")
+        return tuple(names)
+
+
+ENV_NAMES = {"tf_serving_host": "TF_SERVING_HOST", "model_name": "MODEL_NAME"}
+
+
+def env_name(setting: str) -> str:
+    return ENV_NAMES.get(setting, f"GATEWAY_{setting.upper()}")
+
+
+SETTING_NAMES = tuple(f.name for f in fields(GatewaySettings))

@@ -1,0 +1,157 @@
+"""Start the model server and the gateway together, without Docker.
+
+Both run as child processes on this machine: the model server on the bundled
+model (``models/clothing-model``) and the gateway in front of it. Once both
+answer ``/readyz`` the web page's address is printed. Ctrl-C or SIGTERM stops
+the gateway first, then the model server, each with a grace period; if either
+child exits on its own, the other is stopped too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+GRACE_SECONDS = 15.0
+
+
+class _Stop(Exception):
+    """Raised by the signal handler to leave the wait loop."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-base-path",
+        default=os.environ.get("MODEL_BASE_PATH", "models/clothing-model"),
+        help="model repository (VERSION/model.onnx) (env MODEL_BASE_PATH; "
+        "default: models/clothing-model)",
+    )
+    parser.add_argument(
+        "--model-name",
+        default=os.environ.get("MODEL_NAME", "clothing-model"),
+        help="model name on the model server (env MODEL_NAME; default: clothing-model)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface both servers listen on (default: 127.0.0.1)"
+    )
+    parser.add_argument("--grpc-port", type=int, default=8500, help="model server gRPC port")
+    parser.add_argument("--rest-port", type=int, default=8501, help="model server REST port")
+    parser.add_argument("--gateway-port", type=int, default=9696, help="gateway HTTP port")
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for both servers to be ready (default: 60)",
+    )
+    parser.add_argument(
+        "--allow-hosts",
+        default=os.environ.get("GATEWAY_ALLOW_HOSTS", ""),
+        help="passed to the gateway: hosts or networks it may fetch from although private",
+    )
+
+
+def _children(args: argparse.Namespace) -> list[tuple[str, list[str], str]]:
+    """(name, command, readiness URL) for the model server and then the gateway."""
+    local = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host  # noqa: S104
+    cli = [sys.executable, "-m", "clothing.cli"]
+    model_server = [
+        *cli,
+        "model-server",
+        f"--port={args.grpc_port}",
+        f"--rest_api_port={args.rest_port}",
+        f"--host={args.host}",
+        f"--model_name={args.model_name}",
+        f"--model_base_path={Path(args.model_base_path).resolve()}",
+    ]
+    gateway = [
+        *cli,
+        "gateway",
+        f"--host={args.host}",
+        f"--port={args.gateway_port}",
+        f"--tf-serving-host={local}:{args.grpc_port}",
+        f"--model-name={args.model_name}",
+    ]
+    if args.allow_hosts:
+        gateway.append(f"--allow-hosts={args.allow_hosts}")
+    return [
+        ("model server", model_server, f"http://{local}:{args.rest_port}/readyz"),
+        ("gateway", gateway, f"http://{local}:{args.gateway_port}/readyz"),
+    ]
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], deadline: float) -> bool:
+    import httpx
+
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _stop(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    # The gateway goes first so it stops taking requests before its backend leaves.
+    for name, process in reversed(processes):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                print(f"{name} did not stop in {GRACE_SECONDS:g} s; killing it", flush=True)
+                process.kill()
+                process.wait()
+
+
+def run(args: argparse.Namespace) -> int:
+    model_path = Path(args.model_base_path)
+    if not model_path.is_dir() or not any(model_path.glob("*/model.onnx")):
+        print(
+            f"clothing up: no model at {model_path} (expected {model_path}/<version>/model.onnx); "
+            "train and export one, or pass --model-base-path",
+            file=sys.stderr,
+        )
+        return 2
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    try:
+        deadline = time.monotonic() + args.ready_timeout
+        for name, command, ready_url in _children(args):
+            # A session of its own: Ctrl-C reaches only us, and we stop children in order.
+            process = subprocess.Popen(command, start_new_session=True)
+            processes.append((name, process))
+            if not _wait_ready(ready_url, process, deadline):
+                print(f"clothing up: the {name} did not become ready", file=sys.stderr)
+                return 1
+        local = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host  # noqa: S104
+        print(f"\nReady: open http://{local}:{args.gateway_port}/  (Ctrl-C stops)\n", flush=True)
+        while True:
+            for name, process in processes:
+                if process.poll() is not None:
+                    print(f"clothing up: the {name} exited ({process.returncode})", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+    except _Stop as reason:
+        print(f"clothing up: {reason}, stopping", flush=True)
+        return 0
+    finally:
+        # A second Ctrl-C must not cut the orderly stop short (it is bounded anyway).
+        for signum in previous:
+            signal.signal(signum, signal.SIG_IGN)
+        _stop(processes)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

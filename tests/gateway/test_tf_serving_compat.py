@@ -1,0 +1,127 @@
+"""The gateway against a server that behaves like a stock TF Serving with a Keras model.
+
+Such a server refuses ``model_info`` with INVALID_ARGUMENT, has a float32 input
+with a Keras-style name, and answers with ``float_val`` instead of raw bytes.
+"""
+
+import base64
+
+import grpc
+import numpy as np
+import pytest
+
+from clothing.gateway.imaging import InputSpec, prepare
+from clothing.gateway.settings import GatewaySettings
+from clothing.proto.tensorflow.core.framework import types_pb2
+from clothing.proto.tensorflow.core.protobuf import meta_graph_pb2
+from clothing.proto.tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+from clothing.tensors import from_numpy, shape_proto, to_numpy
+
+from . import helpers
+from .conftest import gateway_client
+
+SIZE = 12
+
+
+def expected_scores(batch: np.ndarray) -> np.ndarray:
+    """A made-up model: per-channel means of xception-scaled pixels, padded to 10 scores."""
+    means = batch.mean(axis=(1, 2))
+    return np.concatenate([means, np.zeros((len(batch), 7), np.float32)], axis=1)
+
+
+class StockTFServing(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self) -> None:
+        self.seen_fields: list[list[str]] = []
+        self.seen_batches: list[np.ndarray] = []
+
+    async def GetModelMetadata(self, request, context):
+        self.seen_fields.append(list(request.metadata_field))
+        if list(request.metadata_field) != ["signature_def"]:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "Metadata field model_info is not supported"
+            )
+        signature = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+        signature.inputs["input_8"].CopyFrom(
+            meta_graph_pb2.TensorInfo(
+                name="serving_default_input_8:0",
+                dtype=types_pb2.DT_FLOAT,
+                tensor_shape=shape_proto([-1, SIZE, SIZE, 3]),
+            )
+        )
+        signature.outputs["dense_7"].CopyFrom(
+            meta_graph_pb2.TensorInfo(
+                name="StatefulPartitionedCall:0",
+                dtype=types_pb2.DT_FLOAT,
+                tensor_shape=shape_proto([-1, 10]),
+            )
+        )
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        signatures.signature_def["serving_default"].CopyFrom(signature)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = request.model_spec.name
+        response.model_spec.version.value = 1
+        response.metadata["signature_def"].Pack(signatures)
+        return response
+
+    async def Predict(self, request, context):
+        batch = to_numpy(request.inputs["input_8"])
+        self.seen_batches.append(batch)
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = request.model_spec.name
+        response.model_spec.version.value = 1
+        response.outputs["dense_7"].CopyFrom(
+            from_numpy(expected_scores(batch), use_tensor_content=False)
+        )
+        return response
+
+
+@pytest.fixture
+async def stock_server():
+    server = grpc.aio.server()
+    servicer = StockTFServing()
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        servicer, server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}", servicer
+    await server.stop(None)
+
+
+async def test_xception_model_on_stock_tf_serving(stock_server, tmp_path):
+    address, servicer = stock_server
+    names = ["red", "green", "blue", *[f"other{i}" for i in range(7)]]
+    (tmp_path / "labels.txt").write_text("\n".join(names))
+    settings = GatewaySettings(
+        tf_serving_host=address, labels=str(tmp_path / "labels.txt"), preprocessing="auto"
+    )
+    data = helpers.jpeg((250, 40, 20))
+    async with gateway_client(settings) as client:
+        answer = await client.post("/predict", json={"image_b64": base64.b64encode(data).decode()})
+    assert answer.status_code == 200, answer.text
+    assert servicer.seen_fields == [["signature_def", "model_info"], ["signature_def"]]
+    (batch,) = servicer.seen_batches
+    assert batch.dtype == np.float32
+    assert batch.shape == (1, SIZE, SIZE, 3)
+    want = prepare(data, InputSpec("input_8", SIZE, SIZE, "float32", "xception"))
+    np.testing.assert_allclose(batch[0], want, atol=1e-6)
+    assert answer.json()["label"] == "red"
+    scores = expected_scores(want[None])[0]
+    for name, score in zip(names, scores.tolist(), strict=True):
+        assert answer.json()["predictions"][name] == pytest.approx(score, abs=1e-5)
+
+
+async def test_preprocessing_flag_overrides_the_default(stock_server):
+    address, servicer = stock_server
+    settings = GatewaySettings(tf_serving_host=address, preprocessing="imagenet")
+    async with gateway_client(settings) as client:
+        data = base64.b64encode(helpers.jpeg((0, 0, 0))).decode()
+        answer = await client.post("/predict", json={"image_b64": data})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["label"].startswith("class_"), "no classes known: generic names"
+    # Black pixels under ImageNet scaling are -mean/std: clearly negative, not -1.
+    assert servicer.seen_batches[0][0, 0, 0, 0] == pytest.approx(-0.485 / 0.229, abs=1e-3)
