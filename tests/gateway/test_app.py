@@ -218,7 +218,12 @@ async def test_health_readiness_metrics_and_docs(gateway, image_server):
     body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(body)
     assert "examples" in body["application/json"]["schema"]
-    assert (await gateway.get("/docs")).status_code == 200
+    docs_page = await gateway.get("/docs")
+    assert docs_page.status_code == 200
+    assert "cdn" not in docs_page.text.lower()
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert f"/docs/assets/{asset}" in docs_page.text
+        assert (await gateway.get(f"/docs/assets/{asset}")).status_code == 200
     missing = await gateway.get("/nowhere")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "not_found"

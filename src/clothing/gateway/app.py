@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clothing import __version__
 from clothing.gateway.addresses import AddressPolicy, AllowList, Resolver, resolve_with_getaddrinfo
+from clothing.gateway.api_docs import add_api_docs
 from clothing.gateway.errors import (
     GatewayError,
     Overloaded,
@@ -211,7 +212,10 @@ def create_app(
         version=__version__,
         description="Classify a clothing photo (URL, upload or base64) with the served model.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    add_api_docs(app)
     app.state.settings = settings
     app.state.metrics = metrics
     app.add_exception_handler(GatewayError, _on_gateway_error)  # type: ignore[arg-type]
