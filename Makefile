@@ -44,6 +44,10 @@ test: lint typecheck protos-check
 	$(BIN)/pytest
 
 # Re-pin every dependency of every extra (needs the package registries).
+# The full benchmark: every system side by side on loopback (about 15 minutes on 2 cores).
+bench: install
+	$(BIN)/clothing bench
+
 # A fresh virtualenv with every extra, frozen: the exact set CI and images install.
 lock:
 	rm -rf .lock-venv

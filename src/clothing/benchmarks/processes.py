@@ -1,0 +1,136 @@
+"""Start the measured systems as loopback subprocesses and always stop them again."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServiceError(RuntimeError):
+    """A service did not start, or died while it was being measured."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Service:
+    """One running subprocess with its log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, limit: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-limit:]
+        except OSError:
+            return ""
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise ServiceError(
+                f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
+            )
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the process, then its whole process group.
+
+        Some servers (LitServe) leave their API and worker processes behind when the
+        parent exits; each service runs in its own session, so the group holds them.
+        """
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.process.wait()
+        if self._signal_group(signal.SIGTERM):
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline and self._signal_group(0):
+                time.sleep(0.05)
+            self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, signum: int) -> bool:
+        """Signal the service's process group; False once no process is left in it."""
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def wait_http_ready(service: Service, url: str, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; fail early if the process died."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        service.check_alive()
+        try:
+            with urllib.request.urlopen(url, timeout=2.0) as answer:  # noqa: S310 (loopback only)
+                if answer.status == 200:
+                    return
+                last = f"HTTP {answer.status}"
+        except urllib.error.HTTPError as error:
+            last = f"HTTP {error.code}"
+        except (OSError, urllib.error.URLError) as error:
+            last = repr(error)
+        time.sleep(0.1)
+    raise ServiceError(f"{service.name}: {url} not ready after {timeout:.0f}s ({last})")
+
+
+def python_command(*args: str) -> list[str]:
+    """This interpreter running ``args`` (``-m module ...``)."""
+    return [sys.executable, *args]
+
+
+@contextlib.contextmanager
+def run_service(
+    name: str,
+    command: Sequence[str],
+    *,
+    ready_url: str,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    ready_timeout: float = 120.0,
+) -> Iterator[Service]:
+    """Start ``command``, wait for ``ready_url``, yield, then SIGTERM (and kill if stuck)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as log_dir:
+        log_path = Path(log_dir) / "service.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                list(command),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        service = Service(name, process, log_path)
+        try:
+            wait_http_ready(service, ready_url, ready_timeout)
+            yield service
+        finally:
+            service.stop()

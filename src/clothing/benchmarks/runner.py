@@ -1,0 +1,300 @@
+"""One benchmark run: start each system, drive it at each concurrency, collect rows."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from clothing.benchmarks import level1, level2, systems
+from clothing.benchmarks.loadgen import LoadResult, run_load
+from clothing.benchmarks.machine import describe_machine, timestamp
+from clothing.benchmarks.modelinfo import ModelInfo, load_model_info
+from clothing.benchmarks.photos import DEFAULT_DATASET, PhotoSet, make_photo_sets
+from clothing.benchmarks.preprocess import measure_preprocessing
+
+
+class Progress(Protocol):
+    def set_description(self, desc: str) -> None: ...
+
+    def update(self, n: int = 1) -> bool | None: ...
+
+
+class Client(Protocol):
+    async def send(self, index: int) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model_base_path: Path
+    output: Path
+    model_name: str = "clothing-model"
+    requests: int | None = 200
+    duration_s: float | None = None
+    concurrency: tuple[int, ...] = (1, 4, 16, 64)
+    levels: tuple[int, ...] = (1, 2)
+    sizes: tuple[str, ...] = ("dataset", "phone")
+    payloads: tuple[str, ...] = level2.PAYLOADS
+    systems: tuple[str, ...] = systems.ALL_SYSTEMS
+    device: str = "cpu"
+    photos: int = 24
+    dataset: Path = DEFAULT_DATASET
+    ceiling_seconds: float = 2.0
+    ceiling_batch_sizes: tuple[int, ...] = level1.CEILING_BATCH_SIZES
+    bare_runs: int = 100
+    batching_parameters_file: Path | None = None
+    repo_root: Path = field(default_factory=Path.cwd)
+
+    def cells(self) -> int:
+        """How many (system, size, payload, concurrency) measurements the run makes."""
+        per_level1 = sum(name in systems.LEVEL1_SYSTEMS for name in self.systems)
+        per_level2 = sum(name in systems.LEVEL2_SYSTEMS for name in self.systems)
+        count = 0
+        if 1 in self.levels:
+            count += per_level1 * len(self.concurrency)
+        if 2 in self.levels:
+            count += per_level2 * len(self.sizes) * len(self.payloads) * len(self.concurrency)
+            if "ours" in self.systems and "b64" in self.payloads:
+                count += len(self.sizes)  # direct gRPC at concurrency 1
+        return count
+
+
+def providers_for(device: str) -> list[str]:
+    """ONNX Runtime providers for ``device``; a clear error when CUDA is not there."""
+    import onnxruntime
+
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        available = onnxruntime.get_available_providers()
+        if "CUDAExecutionProvider" not in available:
+            raise RuntimeError(
+                "--device cuda needs onnxruntime-gpu with the CUDA provider; "
+                f"this onnxruntime has {', '.join(available)}"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise ValueError(f"unknown device {device!r}; choose cpu or cuda")
+
+
+class Bench:
+    def __init__(self, config: BenchConfig, progress: Progress) -> None:
+        self.config = config
+        self.progress = progress
+        self.rows: list[dict[str, Any]] = []
+        self.info: ModelInfo = load_model_info(config.model_base_path)
+        self.serving = systems.ServingOptions(
+            model_base_path=config.model_base_path.resolve(),
+            model_name=config.model_name,
+            device=config.device,
+            repo_root=config.repo_root,
+            batching_parameters_file=config.batching_parameters_file,
+        )
+
+    async def _measure(
+        self, client: Client, concurrency: int, label: str, requests: int | None = None
+    ) -> LoadResult:
+        self.progress.set_description(label)
+        try:
+            result = await run_load(
+                client.send,
+                concurrency=concurrency,
+                requests=requests or self.config.requests,
+                duration_s=None if requests else self.config.duration_s,
+                warmup=max(2, 2 * concurrency),
+            )
+        finally:
+            self.progress.update(1)
+        return result
+
+    def _row(self, level: int, system: str, size: str, payload: str, result: LoadResult) -> None:
+        self.rows.append(
+            {"level": level, "system": system, "size": size, "payload": payload} | result.summary()
+        )
+
+    async def level1(self) -> dict[str, Any]:
+        session = level1.new_session(self.info, providers_for(self.config.device))
+        ceiling = level1.measure_ceiling(
+            session,
+            self.info,
+            batch_sizes=self.config.ceiling_batch_sizes,
+            seconds_per_size=self.config.ceiling_seconds,
+        )
+        bare = level1.measure_bare_run(session, self.info, runs=self.config.bare_runs)
+        del session
+        bare_p50 = statistics.median(bare) * 1000.0
+        c1_over_bare: dict[str, float] = {}
+        for system in self.config.systems:
+            if system not in systems.LEVEL1_SYSTEMS:
+                continue
+            batching = system == "model-server+batching"
+            with systems.model_server(self.serving, batching=batching) as endpoint:
+                client = level1.GrpcPredictor(
+                    endpoint.grpc_address, self.config.model_name, self.info
+                )
+                try:
+                    for concurrency in self.config.concurrency:
+                        result = await self._measure(
+                            client, concurrency, f"L1 {system} c={concurrency}"
+                        )
+                        self._row(1, system, "tensor", "tensor", result)
+                        self.rows[-1]["ratio_to_ceiling"] = round(
+                            result.images_per_s / ceiling.images_per_s, 3
+                        )
+                        if concurrency == 1:
+                            c1_over_bare[system] = round(result.p50_ms - bare_p50, 3)
+                finally:
+                    await client.close()
+        return {
+            "ceiling": {
+                "images_per_s": round(ceiling.images_per_s, 2),
+                "best_batch": ceiling.best_batch,
+                "per_batch": {str(k): round(v, 2) for k, v in ceiling.per_batch.items()},
+            },
+            "bare_run": {
+                "p50_ms": round(bare_p50, 3),
+                "p99_ms": round(sorted(bare)[int(0.99 * (len(bare) - 1))] * 1000.0, 3),
+            },
+            "c1_p50_over_bare_ms": c1_over_bare,
+        }
+
+    async def _drive_photos(
+        self,
+        system: str,
+        url: str,
+        photo_sets: dict[str, PhotoSet],
+        image_base: str | None,
+    ) -> None:
+        for size, photos in photo_sets.items():
+            for payload in self.config.payloads:
+                bodies = level2.request_bodies(photos, payload, image_base)
+                for concurrency in self.config.concurrency:
+                    client = level2.HttpClassifier(url, bodies, concurrency)
+                    try:
+                        label = f"L2 {system} {size} {payload} c={concurrency}"
+                        result = await self._measure(client, concurrency, label)
+                    finally:
+                        await client.close()
+                    self._row(2, system, size, payload, result)
+
+    async def _overhead(
+        self, endpoint: systems.ModelServerEndpoint, photo_sets: dict[str, PhotoSet]
+    ) -> dict[str, Any]:
+        overhead = {}
+        for size, photos in photo_sets.items():
+            direct = level2.DirectClassifier(
+                endpoint.grpc_address, self.config.model_name, self.info, photos
+            )
+            try:
+                result = await self._measure(direct, 1, f"L2 direct gRPC {size} c=1")
+            finally:
+                await direct.close()
+            self._row(2, "direct-grpc", size, "b64", result)
+            gateway_rows = [
+                row
+                for row in self.rows
+                if row["system"] == "ours"
+                and row["size"] == size
+                and row["payload"] == "b64"
+                and row["concurrency"] == 1
+            ]
+            if gateway_rows:
+                gateway_p50 = gateway_rows[0]["p50_ms"]
+                overhead[size] = {
+                    "gateway_p50_ms": gateway_p50,
+                    "direct_p50_ms": round(result.p50_ms, 3),
+                    "overhead_ms": round(gateway_p50 - result.p50_ms, 3),
+                }
+        return overhead
+
+    async def level2(self, workdir: Path) -> dict[str, Any]:
+        photo_sets = make_photo_sets(
+            workdir, self.config.sizes, count=self.config.photos, dataset=self.config.dataset
+        )
+        extras: dict[str, Any] = {
+            "photos": {
+                size: {
+                    "count": len(p.names),
+                    "width": p.width,
+                    "height": p.height,
+                    "mean_bytes": p.mean_bytes(),
+                    "source": p.source,
+                }
+                for size, p in photo_sets.items()
+            },
+            "preprocessing": {
+                size: measure_preprocessing(self.info, photos)
+                for size, photos in photo_sets.items()
+            },
+        }
+        first = next(iter(photo_sets.values())).names[0]
+        with systems.image_server(workdir, first) as image_base:
+            for system in self.config.systems:
+                if system not in systems.LEVEL2_SYSTEMS:
+                    continue
+                if system != "ours":
+                    with systems.python_app(self.serving, system) as url:
+                        await self._drive_photos(system, url, photo_sets, image_base)
+                    continue
+                with (
+                    systems.model_server(self.serving, batching=True) as endpoint,
+                    systems.gateway(self.serving, endpoint) as url,
+                ):
+                    await self._drive_photos(system, url, photo_sets, image_base)
+                    if "b64" in self.config.payloads:
+                        extras["gateway_overhead"] = await self._overhead(endpoint, photo_sets)
+        return extras
+
+    async def run(self) -> dict[str, Any]:
+        results: dict[str, Any] = {
+            "timestamp": timestamp(),
+            "machine": describe_machine(),
+            "config": _config_summary(self.config),
+            "model": {
+                "path": str(self.info.onnx_path),
+                "version": self.info.version,
+                "height": self.info.height,
+                "width": self.info.width,
+                "preprocessing": self.info.preprocessing,
+            },
+        }
+        if 1 in self.config.levels:
+            results["level1"] = await self.level1()
+        if 2 in self.config.levels:
+            with tempfile.TemporaryDirectory(prefix="bench-photos-") as workdir:
+                results |= await self.level2(Path(workdir))
+        add_ratios(self.rows)
+        results["rows"] = self.rows
+        # Other work on the machine skews every figure; the load at both ends says how much.
+        results["machine"]["load_average_end"] = describe_machine()["load_average"]
+        return results
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """On each of our level-2 rows: our images/s ÷ the baseline's and the framework's."""
+    index = {(r["system"], r["size"], r["payload"], r["concurrency"]): r for r in rows}
+    for row in rows:
+        if row["level"] != 2 or row["system"] != "ours":
+            continue
+        key = (row["size"], row["payload"], row["concurrency"])
+        for other, column in (("baseline", "vs_baseline"), (systems.FRAMEWORK, "vs_framework")):
+            theirs = index.get((other, *key))
+            if theirs and theirs["images_per_s"]:
+                row[column] = round(row["images_per_s"] / theirs["images_per_s"], 3)
+
+
+def _config_summary(config: BenchConfig) -> dict[str, Any]:
+    summary = asdict(config)
+    return {key: str(value) if isinstance(value, Path) else value for key, value in summary.items()}
+
+
+def run_benchmark(config: BenchConfig, progress_factory: Callable[[int], Any]) -> dict[str, Any]:
+    """Run everything ``config`` asks for; ``progress_factory(total)`` makes the bar."""
+    with progress_factory(config.cells()) as progress:
+        bench = Bench(config, progress)
+        return asyncio.run(bench.run())

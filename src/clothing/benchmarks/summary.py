@@ -1,0 +1,53 @@
+"""The ratios printed at the end of a run, one line per concurrency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _ratio(value: Any) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    rows = results["rows"]
+    lines = []
+    level1 = results.get("level1")
+    if level1:
+        lines.append(f"Level 1 ceiling: {level1['ceiling']['images_per_s']:.1f} images/s")
+        for row in rows:
+            if row["level"] == 1:
+                lines.append(
+                    f"  {row['system']:<22} c={row['concurrency']:<3} "
+                    f"{row['images_per_s']:8.1f} images/s  p50 {row['p50_ms']:7.2f} ms  "
+                    f"p99 {row['p99_ms']:7.2f} ms  {_ratio(row.get('ratio_to_ceiling'))} ceiling"
+                )
+    ours = [row for row in rows if row["level"] == 2 and row["system"] == "ours"]
+    if ours:
+        lines.append("Level 2, ours against the baseline and the framework (images/s):")
+        for row in ours:
+            lines.append(
+                f"  {row['size']:<7} {row['payload']:<3} c={row['concurrency']:<3} "
+                f"{row['images_per_s']:8.1f} images/s  p99 {row['p99_ms']:8.1f} ms  "
+                f"{_ratio(row.get('vs_baseline'))} baseline  "
+                f"{_ratio(row.get('vs_framework'))} framework"
+            )
+    failed = [row for row in rows if row["errors"]]
+    for row in failed:
+        lines.append(
+            f"  ! {row['system']} {row['size']} {row['payload']} c={row['concurrency']}: "
+            f"{row['errors']} errors, first: {row['first_error']}"
+        )
+    return lines
+
+
+def print_summary(results: dict[str, Any], directory: Path) -> None:
+    for line in summary_lines(results):
+        print(line)
+    files = results.get("files", {})
+    print(f"Results: {directory / (results['timestamp'] + '.json')}")
+    if files.get("markdown"):
+        print(f"Table:   {directory / files['markdown']}")
+    for name in files.get("plots", []):
+        print(f"Plot:    {directory / name}")

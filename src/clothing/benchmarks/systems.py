@@ -1,0 +1,157 @@
+"""How each measured system is started: commands, ports, readiness URLs.
+
+Every system listens on 127.0.0.1 only, on free ephemeral ports, and is stopped
+(SIGTERM, then SIGKILL of its process group) when its ``with`` block ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from clothing.benchmarks.processes import (
+    LOOPBACK,
+    free_port,
+    python_command,
+    run_service,
+)
+
+LEVEL1_SYSTEMS = ("model-server", "model-server+batching")
+LEVEL2_SYSTEMS = ("ours", "baseline", "litserve")
+ALL_SYSTEMS = LEVEL1_SYSTEMS + LEVEL2_SYSTEMS
+FRAMEWORK = "litserve"
+APPS_MODULES = {"baseline": "bench.baseline_app", "litserve": "bench.litserve_app"}
+
+
+class AppsNotFoundError(FileNotFoundError):
+    """``bench/baseline_app.py`` is not found: run from the repository root."""
+
+
+def find_repo_root(start: Path | None = None) -> Path:
+    """The directory holding ``bench/baseline_app.py`` (the apps are not installed)."""
+    import clothing
+
+    candidates = [start or Path.cwd()]
+    candidates.append(Path(clothing.__file__).resolve().parent)
+    for candidate in candidates:
+        for directory in (candidate.resolve(), *candidate.resolve().parents):
+            if (directory / "bench" / "baseline_app.py").is_file():
+                return directory
+    raise AppsNotFoundError(
+        "bench/baseline_app.py not found: run `clothing bench` from the repository root"
+    )
+
+
+@dataclass(frozen=True)
+class ModelServerEndpoint:
+    grpc_address: str
+    rest_url: str
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """What every system is started with."""
+
+    model_base_path: Path
+    model_name: str
+    device: str
+    repo_root: Path
+    batching_parameters_file: Path | None = None
+    ready_timeout: float = 120.0
+
+
+@contextlib.contextmanager
+def model_server(options: ServingOptions, *, batching: bool) -> Iterator[ModelServerEndpoint]:
+    grpc_port, rest_port = free_port(), free_port()
+    command = python_command(
+        "-m",
+        "clothing.cli",
+        "model-server",
+        f"--host={LOOPBACK}",
+        f"--port={grpc_port}",
+        f"--rest_api_port={rest_port}",
+        f"--model_name={options.model_name}",
+        f"--model_base_path={options.model_base_path}",
+    )
+    if batching:
+        command.append("--enable_batching")
+        if options.batching_parameters_file is not None:
+            command.append(f"--batching_parameters_file={options.batching_parameters_file}")
+    if options.device == "cuda":
+        command.append("--execution_providers=CUDAExecutionProvider,CPUExecutionProvider")
+    rest_url = f"http://{LOOPBACK}:{rest_port}"
+    name = "model-server+batching" if batching else "model-server"
+    with run_service(
+        name, command, ready_url=f"{rest_url}/readyz", ready_timeout=options.ready_timeout
+    ):
+        yield ModelServerEndpoint(f"{LOOPBACK}:{grpc_port}", rest_url)
+
+
+@contextlib.contextmanager
+def gateway(options: ServingOptions, upstream: ModelServerEndpoint) -> Iterator[str]:
+    """Our gateway in front of ``upstream``; yields its predict URL."""
+    port = free_port()
+    command = python_command(
+        "-m",
+        "clothing.cli",
+        "gateway",
+        f"--host={LOOPBACK}",
+        f"--port={port}",
+        f"--tf-serving-host={upstream.grpc_address}",
+        f"--model-name={options.model_name}",
+        # The local image server lives on loopback, which the gateway refuses by default.
+        f"--allow-hosts={LOOPBACK}",
+        # The other systems have no deadline; a 5 s one would turn queueing into errors.
+        "--grpc-deadline=120",
+    )
+    base = f"http://{LOOPBACK}:{port}"
+    with run_service(
+        "gateway", command, ready_url=f"{base}/readyz", ready_timeout=options.ready_timeout
+    ):
+        yield f"{base}/predict"
+
+
+@contextlib.contextmanager
+def python_app(options: ServingOptions, system: str) -> Iterator[str]:
+    """The baseline or LitServe app from ``bench/``; yields its predict URL."""
+    port = free_port()
+    command = python_command(
+        "-m",
+        APPS_MODULES[system],
+        f"--host={LOOPBACK}",
+        f"--port={port}",
+        f"--model-base-path={options.model_base_path}",
+        f"--device={options.device}",
+    )
+    base = f"http://{LOOPBACK}:{port}"
+    health = "/health" if system == "litserve" else "/healthz"
+    with run_service(
+        system,
+        command,
+        ready_url=f"{base}{health}",
+        env={"PYTHONPATH": str(options.repo_root)},
+        cwd=options.repo_root,
+        ready_timeout=options.ready_timeout,
+    ):
+        yield f"{base}/predict"
+
+
+@contextlib.contextmanager
+def image_server(directory: Path, first_name: str) -> Iterator[str]:
+    """Python's own static file server on loopback; yields its base URL."""
+    port = free_port()
+    command = python_command(
+        "-m", "http.server", str(port), f"--bind={LOOPBACK}", f"--directory={directory}"
+    )
+    base = f"http://{LOOPBACK}:{port}"
+    with run_service("image-server", command, ready_url=f"{base}/{first_name}"):
+        yield base
+
+
+def check_systems(names: Sequence[str]) -> tuple[str, ...]:
+    unknown = [name for name in names if name not in ALL_SYSTEMS]
+    if unknown:
+        raise ValueError(f"unknown system(s) {unknown}; choose from {', '.join(ALL_SYSTEMS)}")
+    return tuple(names)
