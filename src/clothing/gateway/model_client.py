@@ -3,9 +3,9 @@
 One ``grpc.aio`` channel per process, balanced ``round_robin`` over every
 address the target resolves to (``dns:///name:port`` re-resolves as pods come
 and go; a comma list becomes a static ``ipv4:``/``ipv6:`` target). Every call
-has a deadline; Predict is retried once on UNAVAILABLE, which with round robin
-lands on another backend. Reconnect backoff is kept short so a restarted model
-server is picked up within seconds.
+has a deadline; Predict is retried twice on UNAVAILABLE after short pauses,
+which with round robin lands on another backend. Reconnect backoff is kept
+short so a restarted model server is picked up within seconds.
 
 What the model wants (input name, dtype, size, preprocessing, class names) is
 learned from ``GetModelMetadata``: ``model_info`` when the server offers it
@@ -15,7 +15,9 @@ learned from ``GetModelMetadata``: ``model_info`` when the server offers it
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ from clothing.proto.tensorflow_serving.apis import (
 from clothing.tensors import TensorError, from_numpy, to_numpy
 
 T = TypeVar("T")
+log = logging.getLogger("clothing.gateway")
 
 _DTYPES = {types_pb2.DT_UINT8: "uint8", types_pb2.DT_FLOAT: "float32"}
 _AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
@@ -269,12 +272,23 @@ class ModelClient:
         )
 
 
+# Pauses before each retry on UNAVAILABLE. A backend that just died can still be
+# picked by round-robin until the channel notices the broken connection, so an
+# immediate single retry may land on the same dead address.
+RETRY_BACKOFF_SECONDS = (0.02, 0.1)
+
+
 async def _with_retry(call: Callable[[], Awaitable[T]], *, retry: bool) -> T:
-    try:
-        return await call()
-    except grpc.aio.AioRpcError as error:
-        if not (retry and error.code() == grpc.StatusCode.UNAVAILABLE):
-            raise
+    """Run ``call``; on UNAVAILABLE try again (Predict and metadata are idempotent)."""
+    pauses = RETRY_BACKOFF_SECONDS if retry else ()
+    for pause in pauses:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            log.info("model server unavailable (%s); retrying", error.details())
+        await asyncio.sleep(pause)
     return await call()
 
 
