@@ -48,6 +48,17 @@ test: lint typecheck protos-check
 bench: install
 	$(BIN)/clothing bench
 
+# Five minutes at concurrency 16 through gateway + model server: zero failures,
+# flat memory, file descriptors and threads.
+soak: install
+	$(BIN)/python scripts/soak.py --duration 300
+
+# Coverage-guided fuzzing of image decoding and tensor intake (a minute each).
+fuzz: install
+	$(BIN)/python fuzz/make_corpus.py
+	$(BIN)/python fuzz/fuzz_images.py fuzz/corpus/images -max_total_time=60 -rss_limit_mb=2048
+	$(BIN)/python fuzz/fuzz_tensors.py fuzz/corpus/tensors -max_total_time=60 -rss_limit_mb=2048
+
 # A fresh virtualenv with every extra, frozen: the exact set CI and images install.
 lock:
 	rm -rf .lock-venv

@@ -151,7 +151,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "CUDAExecutionProvider, TensorrtExecutionProvider (or cpu, cuda, tensorrt)",
     )
     runtime.add_argument(
-        "--intra_op_threads", type=int, default=0, help="threads inside one operator (0: auto)"
+        "--intra_op_threads",
+        type=int,
+        default=0,
+        help="threads inside one operator (0: auto: CPU count // num_batch_threads with "
+        "batching, so parallel batches do not oversubscribe the cores; every core without)",
     )
     runtime.add_argument(
         "--inter_op_threads", type=int, default=0, help="threads across operators (0: auto)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from clothing.model_server import textproto
@@ -91,8 +91,22 @@ class RuntimeConfig:
     """ONNX Runtime session options shared by every loaded version."""
 
     execution_providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    intra_op_threads: int = 0  # 0: ONNX Runtime decides
+    intra_op_threads: int = 0  # 0: auto, see resolved_for
     inter_op_threads: int = 0
+
+    def resolved_for(self, batching: BatchingConfig | None) -> RuntimeConfig:
+        """Fill in ``intra_op_threads`` = 0 so parallel batches do not oversubscribe the cores.
+
+        ``num_batch_threads`` batches run at once, each in its own ``session.run``; if
+        each also took every core (ONNX Runtime's default), two batches on two cores
+        would run four spinning threads, which measured twice the CPU per image. So each
+        session gets ``cores // num_batch_threads`` threads (at least 1). Without
+        batching, ONNX Runtime's default (every core) keeps a lone request fastest.
+        """
+        if self.intra_op_threads != 0 or batching is None:
+            return self
+        cores = os.cpu_count() or 1
+        return replace(self, intra_op_threads=max(1, cores // batching.num_batch_threads))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 from google.protobuf import any_pb2, json_format, struct_pb2
+from google.protobuf.message import DecodeError
 
 from clothing import tensors
 from clothing.model_server.backend import Signature
@@ -46,6 +47,8 @@ def _grpc_errors(method: Handler[Servicer]) -> Handler[Servicer]:
         inflight = self.dataplane.metrics.inflight.labels(transport="grpc")
         inflight.inc()
         try:
+            if isinstance(request, Undecodable):
+                raise InvalidArgument(request.message)
             return await method(self, request, context)
         except ServingError as error:
             await context.abort(grpc.StatusCode[error.code.grpc_name], error.message)
@@ -58,6 +61,40 @@ def _grpc_errors(method: Handler[Servicer]) -> Handler[Servicer]:
             inflight.dec()
 
     return wrapper
+
+
+class Undecodable:
+    """Stands in for a request whose bytes are not the expected protobuf message."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _tolerant(deserializer: Callable[[bytes], Any], method: str) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return Undecodable(f"{method}: the request bytes are not a valid protobuf message")
+
+    return parse
+
+
+class _DecodeErrorsAsInvalidArgument(grpc.aio.ServerInterceptor):
+    """grpcio answers UNKNOWN (naming a Python class) when a request does not parse;
+    this hands the method a marker instead, so it answers INVALID_ARGUMENT."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method = str(details.method).rsplit("/", 1)[-1]
+        tolerant = _tolerant(handler.request_deserializer, method)
+        return handler._replace(request_deserializer=tolerant)
 
 
 def spec_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
@@ -103,10 +140,43 @@ def metadata_response(result: MetadataResult) -> get_model_metadata_pb2.GetModel
     return response
 
 
+def declared_bytes(proto: Any) -> int:
+    """How many bytes a tensor proto's dtype and shape ask for once decoded.
+
+    TF Serving's one-value shorthand fills the whole shape, so a 25-byte message
+    may declare gigabytes: this is checked before anything is allocated.
+    """
+    count = 1
+    for dim in proto.tensor_shape.dim:
+        count *= max(int(dim.size), 0)
+    return count * tensors.numpy_dtype(proto.dtype).itemsize
+
+
+def check_typed_range(proto: Any) -> None:
+    """Integer ``int_val`` values must fit the dtype: numpy would wrap 300 to 44."""
+    dtype = tensors.numpy_dtype(proto.dtype)
+    if dtype.kind not in "iu" or not proto.int_val:
+        return
+    limits = np.iinfo(dtype.type)  # type: ignore[type-var]
+    values = np.asarray(proto.int_val, dtype=np.int64)
+    if values.min() < limits.min or values.max() > limits.max:
+        raise tensors.TensorError(
+            f"a value does not fit {tensors.dtype_name(proto.dtype)} "
+            f"(range {limits.min}..{limits.max})"
+        )
+
+
 class _Base:
-    def __init__(self, dataplane: Dataplane, *, response_tensor_content: bool) -> None:
+    def __init__(
+        self,
+        dataplane: Dataplane,
+        *,
+        response_tensor_content: bool,
+        max_tensor_bytes: int | None = None,
+    ) -> None:
         self.dataplane = dataplane
         self.response_tensor_content = response_tensor_content
+        self.max_tensor_bytes = max_tensor_bytes
 
 
 class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -118,6 +188,13 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         inputs: dict[str, np.ndarray] = {}
         for name, proto in request.inputs.items():
             try:
+                size = declared_bytes(proto)
+                if self.max_tensor_bytes is not None and size > self.max_tensor_bytes:
+                    raise InvalidArgument(
+                        f"input {name}: shape {[int(d.size) for d in proto.tensor_shape.dim]} "
+                        f"needs {size} bytes, over the {self.max_tensor_bytes}-byte limit"
+                    )
+                check_typed_range(proto)
                 inputs[name] = tensors.to_numpy(proto)
             except tensors.TensorError as error:
                 raise InvalidArgument(f"input {name}: {error}") from None
@@ -189,9 +266,15 @@ def build_server(
         ("grpc.so_reuseport", 0),
         *channel_arguments,
     ]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(options=options, interceptors=[_DecodeErrorsAsInvalidArgument()])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        PredictionServicer(dataplane, response_tensor_content=response_tensor_content), server
+        PredictionServicer(
+            dataplane,
+            response_tensor_content=response_tensor_content,
+            # A decoded input may be as large as a message may be, not larger.
+            max_tensor_bytes=max_message_bytes,
+        ),
+        server,
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(  # type: ignore[no-untyped-call]
         ModelServicer(dataplane, response_tensor_content=response_tensor_content), server

@@ -34,6 +34,8 @@ from clothing.proto.tensorflow_serving.apis import get_model_metadata_pb2
 
 log = logging.getLogger(__name__)
 
+RETRY_AFTER = {"Retry-After": "1"}
+
 
 class ServerState:
     """What readiness depends on besides the models: whether we are draining."""
@@ -107,7 +109,11 @@ def build_app(
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, error: ServingError) -> JSONResponse:
-        return JSONResponse({"error": error.message}, status_code=error.http_status)
+        # Overload and not-ready answers tell clients when to come back.
+        headers = RETRY_AFTER if error.http_status in (429, 503) else None
+        return JSONResponse(
+            {"error": error.message}, status_code=error.http_status, headers=headers
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:

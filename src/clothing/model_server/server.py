@@ -50,9 +50,10 @@ class ModelServer:
             os.cpu_count() or 1, config.batching.num_batch_threads if config.batching else 1
         )
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
+        runtime = config.runtime.resolved_for(config.batching)
         self.repository = Repository(
             config.models,
-            backend_factory or (lambda: OnnxBackend(config.runtime)),
+            backend_factory or (lambda: OnnxBackend(runtime)),
             self._make_batcher,
             on_load=self._on_load,
             on_unload=self._on_unload,

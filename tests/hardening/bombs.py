@@ -1,0 +1,75 @@
+"""Small image files that declare a huge pixel count, in every accepted format.
+
+Each starts from a real tiny image written by Pillow and rewrites only the
+dimensions in its header, so the file stays a few hundred bytes while a
+decoder that trusted it would allocate gigabytes.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+from PIL import Image
+
+
+def _encoded(fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def png(width: int = 100_000, height: int = 100_000) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    # Some real compressed scanlines of zeros: a decoder that started would keep going.
+    pixels = zlib.compress(b"\x00" * (1 + 3 * min(width, 4096)) * 64, 9)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def jpeg(width: int = 65_000, height: int = 65_000) -> bytes:
+    data = bytearray(_encoded("JPEG", quality=90))
+    index = 2
+    while index < len(data):
+        marker = data[index + 1]
+        length = struct.unpack(">H", data[index + 2 : index + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2):  # start of frame: precision, height, width
+            struct.pack_into(">HH", data, index + 5, height, width)
+            return bytes(data)
+        index += 2 + length
+    raise AssertionError("no SOF marker in the JPEG")
+
+
+def gif(width: int = 65_535, height: int = 65_535) -> bytes:
+    data = bytearray(_encoded("GIF"))
+    struct.pack_into("<HH", data, 6, width, height)  # logical screen
+    descriptor = data.index(b"\x2c")  # image separator
+    struct.pack_into("<HH", data, descriptor + 5, width, height)
+    return bytes(data)
+
+
+def webp(width: int = 16_384, height: int = 16_384) -> bytes:
+    """Lossless WebP (VP8L): 14-bit width-1 and height-1 after the 0x2f signature."""
+    data = bytearray(_encoded("WEBP", lossless=True))
+    start = data.index(b"VP8L") + 8
+    assert data[start] == 0x2F
+    (bits,) = struct.unpack("<I", data[start + 1 : start + 5])
+    tail = bits & ~((1 << 28) - 1)  # alpha hint and version stay as they were
+    packed = (width - 1) | ((height - 1) << 14) | tail
+    struct.pack_into("<I", data, start + 1, packed)
+    return bytes(data)
+
+
+BOMBS = {"png": png, "jpeg": jpeg, "gif": gif, "webp": webp}
+DECLARED_PIXELS = {
+    "png": 100_000 * 100_000,
+    "jpeg": 65_000 * 65_000,
+    "gif": 65_535 * 65_535,
+    "webp": 16_384 * 16_384,
+}
