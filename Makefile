@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 LOCK := requirements/lock.txt
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c $(LOCK)
 
-.PHONY: run test install install-run lint typecheck protos protos-check lock bench soak fuzz clean
+.PHONY: run test install install-run lint typecheck protos protos-check lock bench soak fuzz \
+	train export evaluate clean
+
+# The labelled photos the bundled model is trained and evaluated on.
+DATA ?= ../shared/datasets/clothing-small
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

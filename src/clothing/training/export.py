@@ -1,0 +1,190 @@
+"""Checkpoint -> ONNX in the serving layout, byte-stable, checked against PyTorch.
+
+Writes ``<model_dir>/<version>/model.onnx`` with input ``image`` (uint8 NHWC,
+dynamic batch) and output ``probabilities`` (softmax), plus ``classes.txt`` and
+``metadata.json``. The same weights always give the same bytes: the exporter's
+producer fields are overwritten and nothing time-dependent is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from clothing import __version__
+from clothing.training.network import ServingModel, build_network
+
+OPSET = 17
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+MODEL_NAME = "clothing-model"
+PARITY_TOLERANCE = 1e-4
+
+
+class ExportError(ValueError):
+    """The checkpoint or the target folder cannot be exported to."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    state_dict: dict[str, torch.Tensor]
+    classes: list[str]
+    training: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def arch(self) -> str:
+        return str(self.training["arch"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.training["image_size"])
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    if not path.is_file():
+        raise ExportError(f"no checkpoint at {path}")
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        return Checkpoint(
+            state_dict=stored["state_dict"],
+            classes=list(stored["classes"]),
+            training=dict(stored["training"]),
+            metrics=dict(stored.get("metrics", {})),
+        )
+    except (KeyError, TypeError, RuntimeError, EOFError) as error:
+        raise ExportError(f"{path} is not a training checkpoint: {error}") from error
+
+
+def serving_model(checkpoint: Checkpoint) -> ServingModel:
+    size = checkpoint.image_size
+    network = build_network(checkpoint.arch, len(checkpoint.classes), size, size, pretrained=False)
+    network.load_state_dict(checkpoint.state_dict)
+    return ServingModel(network).eval()
+
+
+def onnx_bytes(model: ServingModel, size: int) -> bytes:
+    """Trace ``model`` to ONNX and return canonical serialized bytes."""
+    example = torch.zeros((1, size, size, 3), dtype=torch.uint8)
+    with (
+        tempfile.TemporaryDirectory(prefix="clothing-export-") as scratch,
+        warnings.catch_warnings(),
+    ):
+        traced = Path(scratch) / "traced.onnx"
+        # The TorchScript exporter announces its own deprecation; it is the
+        # one that needs no onnxscript and gives stable graphs.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            traced,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+        proto = onnx.load(traced)
+    proto.producer_name = "clothing-classifier"
+    proto.producer_version = __version__
+    proto.doc_string = ""
+    proto.graph.name = MODEL_NAME
+    proto.graph.doc_string = ""
+    del proto.metadata_props[:]
+    for node in proto.graph.node:
+        node.doc_string = ""
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString(deterministic=True)
+
+
+def parity_error(model: ServingModel, model_bytes: bytes, images: np.ndarray) -> float:
+    """Largest absolute difference between ONNX Runtime and PyTorch on ``images``."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    (from_onnx,) = session.run([OUTPUT_NAME], {INPUT_NAME: images})
+    with torch.no_grad():
+        from_torch = model(torch.from_numpy(images)).numpy()
+    return float(np.max(np.abs(np.asarray(from_onnx) - from_torch)))
+
+
+def next_version(model_dir: Path) -> int:
+    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def metadata(checkpoint: Checkpoint, parity: float | None) -> dict[str, Any]:
+    size = checkpoint.image_size
+    metrics = dict(checkpoint.metrics)
+    if parity is not None:
+        metrics["onnx_vs_torch_max_abs_diff"] = parity
+    return {
+        "name": MODEL_NAME,
+        "classes": checkpoint.classes,
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "uint8",
+            "layout": "NHWC",
+            "height": size,
+            "width": size,
+            "preprocessing": "none",
+        },
+        "output": {"name": OUTPUT_NAME},
+        "training": {
+            **checkpoint.training,
+            "normalisation": "(x - 127) / 128 inside the graph",
+            "opset": OPSET,
+        },
+        "metrics": metrics,
+    }
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    directory: Path
+    model_path: Path
+    parity: float | None
+
+
+def export(
+    checkpoint_path: Path,
+    model_dir: Path,
+    *,
+    version: int | None = None,
+    check_images: np.ndarray | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Write one version folder; with ``check_images`` also verify ONNX vs PyTorch."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    if version is None:
+        version = next_version(model_dir)
+    if version < 1:
+        raise ExportError("version must be a positive integer")
+    target = model_dir / str(version)
+    if (target / "model.onnx").exists() and not overwrite:
+        raise ExportError(f"{target} already holds a model; pick another --version")
+    model = serving_model(checkpoint)
+    model_bytes = onnx_bytes(model, checkpoint.image_size)
+    parity = None
+    if check_images is not None:
+        parity = parity_error(model, model_bytes, check_images)
+        if parity > PARITY_TOLERANCE:
+            raise ExportError(
+                f"ONNX Runtime differs from PyTorch by {parity:.2e} (> {PARITY_TOLERANCE})"
+            )
+    target.mkdir(parents=True, exist_ok=True)
+    model_path = target / "model.onnx"
+    model_path.write_bytes(model_bytes)
+    (target / "classes.txt").write_text("".join(f"{name}\n" for name in checkpoint.classes))
+    info = metadata(checkpoint, parity)
+    (target / "metadata.json").write_text(json.dumps(info, indent=2) + "\n")
+    return ExportResult(target, model_path, parity)

@@ -1,0 +1,350 @@
+"""Fine-tune an EfficientNet-Lite on cached frozen-trunk activations.
+
+Two CPU cores cannot afford full fine-tuning, so the early blocks are frozen and
+run once per image view (the plain resize plus optional random views). The new
+classifier is warm-started alone on pooled features, then the last blocks, head
+and classifier train on the cache, with a random mirror of the cached
+activations (and optional mixup) as cheap extra augmentation.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from clothing.training.data import DatasetError, content_hash, list_classes, list_images
+from clothing.training.features import cached_or_computed
+from clothing.training.head import fit_head, pooled
+from clothing.training.network import SplitNetwork, build_network
+
+CHECKPOINT_NAME = "checkpoint.pt"
+HISTORY_NAME = "history.json"
+CLASSES_NAME = "classes.txt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path
+    output: Path
+    arch: str = "lite0"
+    image_size: int = 224
+    epochs: int = 4
+    head_epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    label_smoothing: float = 0.1
+    mixup: float = 0.0
+    schedule: str = "onecycle"
+    augment_views: int = 0
+    trainable_blocks: int = 1
+    seed: int = 1234
+    max_images_per_class: int | None = None
+    classes: tuple[str, ...] | None = None
+    command: str = ""
+    show_progress: bool = True
+    cache_dir: Path | None = None
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    validation_loss: float
+    validation_accuracy: float
+    learning_rate: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    best_epoch: int
+    best_validation_accuracy: float
+    history: list[EpochRecord] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def select_classes(config: TrainConfig) -> tuple[str, ...]:
+    available = list_classes(config.data / "train")
+    if config.classes is None:
+        return available
+    unknown = sorted(set(config.classes) - set(available))
+    if unknown:
+        raise DatasetError(f"unknown classes {', '.join(unknown)}; have {', '.join(available)}")
+    return tuple(sorted(config.classes))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.learning_rate, total_steps=total_steps, pct_start=0.2
+        )
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    raise ValueError(f"unknown schedule {config.schedule!r}; use onecycle or cosine")
+
+
+@torch.no_grad()
+def evaluate_cached(
+    split: SplitNetwork, features: torch.Tensor, labels: torch.Tensor, batch_size: int
+) -> tuple[float, float]:
+    """Mean loss and top-1 accuracy of the trainable part on cached activations."""
+    for module in split.trainable_modules():
+        module.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(labels), batch_size):
+        logits = split.rest(features[start : start + batch_size].float())
+        target = labels[start : start + batch_size]
+        loss_sum += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == target).sum())
+    return loss_sum / len(labels), correct / len(labels)
+
+
+@dataclass
+class EpochInputs:
+    split: SplitNetwork
+    features: torch.Tensor
+    labels: torch.Tensor
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    criterion: nn.Module
+    generator: torch.Generator
+    batch_size: int
+    description: str
+    show_progress: bool
+    mixup: float = 0.0
+    mix_rng: np.random.Generator | None = None
+
+
+def run_epoch(inputs: EpochInputs) -> tuple[float, float]:
+    """One pass in random order, each image as one random cached view; mean loss, accuracy."""
+    split, features, labels = inputs.split, inputs.features, inputs.labels
+    views, count = features.shape[0], features.shape[1]
+    for module in split.trainable_modules():
+        module.train()
+    order = torch.randperm(count, generator=inputs.generator)
+    view_of = torch.randint(0, views, (count,), generator=inputs.generator)
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = tqdm(
+        range(0, count, inputs.batch_size),
+        desc=inputs.description,
+        unit="step",
+        disable=not inputs.show_progress,
+    )
+    for start in bar:
+        index = order[start : start + inputs.batch_size]
+        batch = features[view_of[index], index].float()
+        # Mirroring the activations is a free extra view (close to mirroring the image).
+        flip = torch.rand(len(index), generator=inputs.generator) < 0.5
+        batch[flip] = batch[flip].flip(dims=(3,))
+        target = labels[index]
+        if inputs.mixup > 0 and inputs.mix_rng is not None:
+            # Mixup on the cached activations: blends pairs of images and their labels.
+            share = float(inputs.mix_rng.beta(inputs.mixup, inputs.mixup))
+            partner = torch.randperm(len(index), generator=inputs.generator)
+            logits = split.rest(share * batch + (1 - share) * batch[partner])
+            loss = share * inputs.criterion(logits, target) + (1 - share) * inputs.criterion(
+                logits, target[partner]
+            )
+        else:
+            logits = split.rest(batch)
+            loss = inputs.criterion(logits, target)
+        inputs.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        inputs.optimizer.step()
+        inputs.scheduler.step()
+        loss_sum += float(loss.detach()) * len(index)
+        correct += int((logits.argmax(dim=1) == target).sum())
+        seen += len(index)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return loss_sum / seen, correct / seen
+
+
+def training_summary(
+    config: TrainConfig, train_images: int, validation_images: int, data_hash: str
+) -> dict[str, object]:
+    """What metadata.json records about how the model was made."""
+    return {
+        "arch": config.arch,
+        "image_size": config.image_size,
+        "epochs": config.epochs,
+        "head_epochs": config.head_epochs,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "weight_decay": config.weight_decay,
+        "schedule": config.schedule,
+        "label_smoothing": config.label_smoothing,
+        "mixup": config.mixup,
+        "augment_views": config.augment_views,
+        "trainable_blocks": config.trainable_blocks,
+        "seed": config.seed,
+        "train_images": train_images,
+        "validation_images": validation_images,
+        "data_sha256": data_hash,
+        "command": config.command,
+    }
+
+
+def save_outputs(
+    output: Path,
+    *,
+    state: dict[str, torch.Tensor],
+    classes: tuple[str, ...],
+    training_info: dict[str, object],
+    best_accuracy: float,
+    history: list[EpochRecord],
+) -> Path:
+    output.mkdir(parents=True, exist_ok=True)
+    checkpoint = output / CHECKPOINT_NAME
+    torch.save(
+        {
+            "state_dict": state,
+            "classes": list(classes),
+            "training": training_info,
+            "metrics": {"validation_accuracy": best_accuracy},
+        },
+        checkpoint,
+    )
+    (output / CLASSES_NAME).write_text("".join(f"{name}\n" for name in classes))
+    summary = {"training": training_info, "epochs": [asdict(record) for record in history]}
+    (output / HISTORY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+    return checkpoint
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """Run the whole training and write checkpoint, classes and history to ``config.output``."""
+    seed_everything(config.seed)
+    rng = np.random.default_rng(config.seed)
+    classes = select_classes(config)
+    train_set = list_images(
+        config.data / "train", classes, max_per_class=config.max_images_per_class
+    )
+    validation_set = list_images(
+        config.data / "validation", classes, max_per_class=config.max_images_per_class
+    )
+    data_hash = content_hash(config.data, [*train_set.paths, *validation_set.paths])
+    log(f"{len(classes)} classes, {len(train_set)} train / {len(validation_set)} validation images")
+
+    size = config.image_size
+    split = SplitNetwork(
+        build_network(config.arch, len(classes), size, size), config.trainable_blocks
+    )
+    split.freeze_trunk()
+    started = time.monotonic()
+    train_features, validation_features = cached_or_computed(
+        config=config,
+        split=split,
+        train_set=train_set,
+        validation_set=validation_set,
+        data_hash=data_hash,
+        rng=rng,
+    )
+    elapsed = time.monotonic() - started
+    log(f"trunk activations {tuple(train_features.shape)} ready in {elapsed:.0f}s")
+    train_labels = torch.tensor(train_set.labels)
+    validation_labels = torch.tensor(validation_set.labels)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    parameters = [p for m in split.trainable_modules() for p in m.parameters()]
+    optimizer = torch.optim.AdamW(
+        parameters, lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch * max(1, config.epochs))
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    if config.head_epochs > 0:
+        views = train_features.shape[0]
+        head_history = fit_head(
+            split,
+            train=(pooled(split, train_features.flatten(0, 1)), train_labels.repeat(views)),
+            validation=(pooled(split, validation_features), validation_labels),
+            epochs=config.head_epochs,
+            label_smoothing=config.label_smoothing,
+            generator=generator,
+        )
+        best_head = max(record.validation_accuracy for record in head_history)
+        log(f"classifier alone ({config.head_epochs} epochs): validation acc {best_head:.4f}")
+
+    history: list[EpochRecord] = []
+    # Epoch 0 is the network before fine-tuning (after the classifier warm start).
+    _, best_accuracy = evaluate_cached(
+        split, validation_features, validation_labels, config.batch_size
+    )
+    best_epoch = 0
+    best_state = copy.deepcopy(split.network.state_dict())
+    for epoch in range(1, config.epochs + 1):
+        epoch_started = time.monotonic()
+        train_loss, train_accuracy = run_epoch(
+            EpochInputs(
+                split=split,
+                features=train_features,
+                labels=train_labels,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                criterion=criterion,
+                generator=generator,
+                batch_size=config.batch_size,
+                description=f"epoch {epoch}/{config.epochs}",
+                show_progress=config.show_progress,
+                mixup=config.mixup,
+                mix_rng=rng,
+            )
+        )
+        validation_loss, validation_accuracy = evaluate_cached(
+            split, validation_features, validation_labels, config.batch_size
+        )
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_accuracy=train_accuracy,
+            validation_loss=validation_loss,
+            validation_accuracy=validation_accuracy,
+            learning_rate=optimizer.param_groups[0]["lr"],
+            seconds=time.monotonic() - epoch_started,
+        )
+        history.append(record)
+        log(
+            f"epoch {epoch}: train loss {record.train_loss:.4f} acc {record.train_accuracy:.4f}"
+            f" | validation loss {validation_loss:.4f} acc {validation_accuracy:.4f}"
+        )
+        # Strictly better only: ties keep the earlier, less fitted epoch.
+        if validation_accuracy > best_accuracy:
+            best_accuracy, best_epoch = validation_accuracy, epoch
+            best_state = copy.deepcopy(split.network.state_dict())
+
+    training_info = {
+        **training_summary(config, len(train_set), len(validation_set), data_hash),
+        "best_epoch": best_epoch,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    checkpoint = save_outputs(
+        config.output,
+        state=best_state,
+        classes=classes,
+        training_info=training_info,
+        best_accuracy=best_accuracy,
+        history=history,
+    )
+    log(f"best validation accuracy {best_accuracy:.4f} at epoch {best_epoch}; wrote {checkpoint}")
+    return TrainResult(checkpoint, best_epoch, best_accuracy, history)

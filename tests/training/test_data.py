@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clothing.training.data import (
+    DatasetError,
+    augment,
+    content_hash,
+    list_classes,
+    list_images,
+    load_batch,
+    to_model_input,
+)
+
+
+def write_image(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def test_classes_are_sorted_folder_names_and_labels_follow(tmp_path: Path) -> None:
+    write_image(tmp_path / "skirt" / "b.jpg", (1, 2, 3))
+    write_image(tmp_path / "hat" / "a.png", (4, 5, 6))
+    write_image(tmp_path / "hat" / "c.jpg", (7, 8, 9))
+    (tmp_path / "hat" / "notes.txt").write_text("not an image")
+    classes = list_classes(tmp_path)
+    assert classes == ("hat", "skirt")
+    images = list_images(tmp_path, classes)
+    assert [p.name for p in images.paths] == ["a.png", "c.jpg", "b.jpg"]
+    assert images.labels == (0, 0, 1)
+    assert len(list_images(tmp_path, classes, max_per_class=1)) == 2
+
+
+def test_missing_or_empty_folders_raise_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="not a directory"):
+        list_classes(tmp_path / "absent")
+    with pytest.raises(DatasetError, match="no class subfolders"):
+        list_classes(tmp_path)
+    (tmp_path / "hat").mkdir()
+    with pytest.raises(DatasetError, match="no images"):
+        list_images(tmp_path, ("hat",))
+    with pytest.raises(DatasetError, match="missing class folder"):
+        list_images(tmp_path, ("dress",))
+
+
+def test_model_input_is_a_plain_bilinear_resize_to_uint8() -> None:
+    image = Image.fromarray(np.arange(30 * 40 * 3, dtype=np.uint8).reshape(30, 40, 3))
+    pixels = to_model_input(image, 16, 24)
+    assert pixels.shape == (16, 24, 3)
+    assert pixels.dtype == np.uint8
+    expected = np.asarray(image.resize((24, 16), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(pixels, expected)
+
+
+def test_load_batch_converts_grey_and_alpha_to_rgb(tmp_path: Path) -> None:
+    Image.new("L", (10, 10), 128).save(tmp_path / "grey.png")
+    Image.new("RGBA", (10, 10), (10, 20, 30, 0)).save(tmp_path / "alpha.png")
+    batch = load_batch([tmp_path / "grey.png", tmp_path / "alpha.png"], 8, 8)
+    assert batch.shape == (2, 8, 8, 3)
+    assert batch[0, 0, 0].tolist() == [128, 128, 128]
+    assert batch[1, 0, 0].tolist() == [10, 20, 30]
+
+
+def test_augment_is_seeded_and_varies() -> None:
+    rng_image = np.random.default_rng(0).integers(0, 255, size=(60, 80, 3), dtype=np.uint8)
+    image = Image.fromarray(rng_image)
+    first = augment(image, 32, 32, np.random.default_rng(1))
+    again = augment(image, 32, 32, np.random.default_rng(1))
+    other = augment(image, 32, 32, np.random.default_rng(2))
+    assert first.shape == (32, 32, 3)
+    assert first.dtype == np.uint8
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_content_hash_tracks_bytes_and_names(tmp_path: Path) -> None:
+    write_image(tmp_path / "hat" / "a.png", (1, 2, 3))
+    paths = [tmp_path / "hat" / "a.png"]
+    before = content_hash(tmp_path, paths)
+    assert content_hash(tmp_path, paths) == before
+    write_image(tmp_path / "hat" / "a.png", (1, 2, 4))
+    changed = content_hash(tmp_path, paths)
+    assert changed != before
+    (tmp_path / "hat" / "a.png").rename(tmp_path / "hat" / "b.png")
+    assert content_hash(tmp_path, [tmp_path / "hat" / "b.png"]) != changed
