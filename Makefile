@@ -48,9 +48,11 @@ test: lint typecheck protos-check
 	$(BIN)/pytest
 
 # Re-pin every dependency of every extra (needs the package registries).
-# The full benchmark: every system side by side on loopback (about 15 minutes on 2 cores).
+# The full benchmark: every system side by side on loopback. BENCH_ARGS passes options,
+# e.g. the documented run: make bench BENCH_ARGS="--concurrency 1,4,8,16,32,64 --duration 9 --rounds 2"
+BENCH_ARGS ?=
 bench: install
-	$(BIN)/clothing bench
+	$(BIN)/clothing bench $(BENCH_ARGS)
 
 # Five minutes at concurrency 16 through gateway + model server: zero failures,
 # flat memory, file descriptors and threads.

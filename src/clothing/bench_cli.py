@@ -50,6 +50,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="seconds per measurement (instead of or as well as --requests)",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        help="level 2: alternating blocks per system in each cell (default 3; --smoke 2)",
+    )
+    parser.add_argument(
         "--concurrency", type=_int_list, help="comma list of concurrencies (default 1,4,16,64)"
     )
     parser.add_argument(
@@ -116,6 +121,9 @@ def _config(args: argparse.Namespace) -> Any:
         raise ValueError("--requests must be at least 1")
     if args.duration is not None and args.duration <= 0:
         raise ValueError("--duration must be positive")
+    rounds = args.rounds if args.rounds is not None else (2 if args.smoke else 3)
+    if rounds < 1:
+        raise ValueError("--rounds must be at least 1")
     smoke_extra: dict[str, Any] = {}
     if args.smoke:
         smoke_extra = {
@@ -139,11 +147,19 @@ def _config(args: argparse.Namespace) -> Any:
         dataset=args.dataset or DEFAULT_DATASET,
         batching_parameters_file=args.batching_parameters_file,
         repo_root=repo_root,
+        rounds=rounds,
         **smoke_extra,
     )
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # Unwinds like Ctrl-C, so every started system is stopped on the way out.
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
+    import signal
+
     from tqdm import tqdm
 
     from clothing.benchmarks.modelinfo import ModelInfoError
@@ -152,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
     from clothing.benchmarks.runner import providers_for, run_benchmark
     from clothing.benchmarks.summary import print_summary
 
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         config = _config(args)
         providers_for(config.device)
@@ -162,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, ModelInfoError, RuntimeError, ServiceError) as error:
         print(f"clothing bench: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("clothing bench: interrupted; every system it started is stopped", file=sys.stderr)
+        return 130
     results = write_results(results, config.output)
     print_summary(results, config.output)
     return 0

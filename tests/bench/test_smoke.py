@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,32 @@ def test_cuda_without_the_cuda_provider_is_a_clear_error(tmp_path):
     done = _bench("--smoke", "--device=cuda", f"--model-base-path={tmp_path / 'm'}")
     assert done.returncode == 2
     assert "onnxruntime-gpu" in done.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_stops_every_system(tmp_path):
+    model = tmp_path / "model"
+    build_test_model(model / "1", height=32, width=32)
+    flags = ["--levels=2", "--duration=60", f"--model-base-path={model}", f"--output={tmp_path}"]
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "clothing.cli", "bench", "--no-progress", *flags],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        # Wait until the systems are up and being driven: the level-2 apps are running.
+        while time.monotonic() < deadline and len(_processes_mentioning(str(model))) < 4:
+            time.sleep(0.5)
+        assert len(_processes_mentioning(str(model))) >= 4
+        time.sleep(2)
+        bench.send_signal(signal.SIGTERM)
+        _, stderr = bench.communicate(timeout=90)
+    finally:
+        bench.kill()
+    assert bench.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr
+    assert "Traceback" not in stderr
+    assert _processes_mentioning(str(model)) == []

@@ -49,12 +49,21 @@ class Service:
                 f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
             )
 
+    def pause(self) -> None:
+        """SIGSTOP the whole process group: a paused service takes no CPU at all."""
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal_group(signal.SIGCONT)
+
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM the process, then its whole process group.
 
         Some servers (LitServe) leave their API and worker processes behind when the
         parent exits; each service runs in its own session, so the group holds them.
         """
+        # A paused process would hold SIGTERM pending until it is resumed.
+        self.resume()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:

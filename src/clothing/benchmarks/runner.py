@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import tempfile
 from collections.abc import Callable
@@ -11,11 +12,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from clothing.benchmarks import level1, level2, systems
+from clothing.benchmarks.interleave import Contender, run_interleaved
 from clothing.benchmarks.loadgen import LoadResult, run_load
 from clothing.benchmarks.machine import describe_machine, timestamp
 from clothing.benchmarks.modelinfo import ModelInfo, load_model_info
+from clothing.benchmarks.paired import run_paired
 from clothing.benchmarks.photos import DEFAULT_DATASET, PhotoSet, make_photo_sets
 from clothing.benchmarks.preprocess import measure_preprocessing
+from clothing.benchmarks.processes import Service
 
 
 class Progress(Protocol):
@@ -48,6 +52,7 @@ class BenchConfig:
     ceiling_seconds: float = 2.0
     ceiling_batch_sizes: tuple[int, ...] = level1.CEILING_BATCH_SIZES
     bare_runs: int = 100
+    rounds: int = 3
     batching_parameters_file: Path | None = None
     repo_root: Path = field(default_factory=Path.cwd)
 
@@ -61,7 +66,7 @@ class BenchConfig:
         if 2 in self.levels:
             count += per_level2 * len(self.sizes) * len(self.payloads) * len(self.concurrency)
             if "ours" in self.systems and "b64" in self.payloads:
-                count += len(self.sizes)  # direct gRPC at concurrency 1
+                count += len(self.sizes)  # gateway vs direct gRPC, paired
         return count
 
 
@@ -163,53 +168,79 @@ class Bench:
             "c1_p50_over_bare_ms": c1_over_bare,
         }
 
-    async def _drive_photos(
+    async def _interleaved_cells(
         self,
-        system: str,
-        url: str,
+        endpoints: dict[str, systems.HttpEndpoint],
+        pausable: dict[str, tuple[Service, ...]],
         photo_sets: dict[str, PhotoSet],
-        image_base: str | None,
+        image_base: str,
     ) -> None:
+        """Every level-2 cell, the systems in alternating blocks (see ``interleave``)."""
         for size, photos in photo_sets.items():
             for payload in self.config.payloads:
                 bodies = level2.request_bodies(photos, payload, image_base)
                 for concurrency in self.config.concurrency:
-                    client = level2.HttpClassifier(url, bodies, concurrency)
+                    clients = {
+                        name: level2.HttpClassifier(endpoint.predict_url, bodies, concurrency)
+                        for name, endpoint in endpoints.items()
+                    }
+                    self.progress.set_description(f"L2 {size} {payload} c={concurrency}")
                     try:
-                        label = f"L2 {system} {size} {payload} c={concurrency}"
-                        result = await self._measure(client, concurrency, label)
+                        results = await run_interleaved(
+                            [
+                                Contender(name, client.send, pausable[name])
+                                for name, client in clients.items()
+                            ],
+                            concurrency=concurrency,
+                            rounds=self.config.rounds,
+                            requests=self.config.requests,
+                            duration_s=self.config.duration_s,
+                            warmup=max(2, 2 * concurrency),
+                            on_done=lambda _: self.progress.update(1),
+                        )
                     finally:
-                        await client.close()
-                    self._row(2, system, size, payload, result)
+                        for client in clients.values():
+                            await client.close()
+                    for name, result in results.items():
+                        self._row(2, name, size, payload, result)
 
     async def _overhead(
-        self, endpoint: systems.ModelServerEndpoint, photo_sets: dict[str, PhotoSet]
+        self,
+        endpoint: systems.ModelServerEndpoint,
+        gateway_url: str,
+        photo_sets: dict[str, PhotoSet],
     ) -> dict[str, Any]:
+        """Gateway against direct gRPC, paired request by request on the same photos."""
         overhead = {}
         for size, photos in photo_sets.items():
+            self.progress.set_description(f"L2 gateway vs direct gRPC {size} c=1")
+            gateway = level2.HttpClassifier(
+                gateway_url, level2.request_bodies(photos, "b64", None), 1
+            )
             direct = level2.DirectClassifier(
                 endpoint.grpc_address, self.config.model_name, self.info, photos
             )
             try:
-                result = await self._measure(direct, 1, f"L2 direct gRPC {size} c=1")
+                paired = await run_paired(
+                    gateway.send,
+                    direct.send,
+                    pairs=self.config.requests,
+                    duration_s=self.config.duration_s,
+                    warmup=4,
+                )
             finally:
+                await gateway.close()
                 await direct.close()
-            self._row(2, "direct-grpc", size, "b64", result)
-            gateway_rows = [
-                row
-                for row in self.rows
-                if row["system"] == "ours"
-                and row["size"] == size
-                and row["payload"] == "b64"
-                and row["concurrency"] == 1
-            ]
-            if gateway_rows:
-                gateway_p50 = gateway_rows[0]["p50_ms"]
-                overhead[size] = {
-                    "gateway_p50_ms": gateway_p50,
-                    "direct_p50_ms": round(result.p50_ms, 3),
-                    "overhead_ms": round(gateway_p50 - result.p50_ms, 3),
-                }
+                self.progress.update(1)
+            self._row(2, "direct-grpc", size, "b64", paired.second)
+            overhead[size] = {
+                "pairs": paired.pairs,
+                "gateway_p50_ms": round(paired.first.p50_ms, 3),
+                "direct_p50_ms": round(paired.second.p50_ms, 3),
+                "overhead_ms": round(paired.median_difference_ms, 3),
+                "gateway_errors": paired.first.errors,
+                "direct_errors": paired.second.errors,
+            }
         return overhead
 
     async def level2(self, workdir: Path) -> dict[str, Any]:
@@ -233,21 +264,24 @@ class Bench:
             },
         }
         first = next(iter(photo_sets.values())).names[0]
-        with systems.image_server(workdir, first) as image_base:
-            for system in self.config.systems:
-                if system not in systems.LEVEL2_SYSTEMS:
-                    continue
-                if system != "ours":
-                    with systems.python_app(self.serving, system) as url:
-                        await self._drive_photos(system, url, photo_sets, image_base)
-                    continue
-                with (
-                    systems.model_server(self.serving, batching=True) as endpoint,
-                    systems.gateway(self.serving, endpoint) as url,
-                ):
-                    await self._drive_photos(system, url, photo_sets, image_base)
-                    if "b64" in self.config.payloads:
-                        extras["gateway_overhead"] = await self._overhead(endpoint, photo_sets)
+        wanted = [name for name in self.config.systems if name in systems.LEVEL2_SYSTEMS]
+        with systems.image_server(workdir, first) as image_base, contextlib.ExitStack() as stack:
+            endpoints: dict[str, systems.HttpEndpoint] = {}
+            pausable: dict[str, tuple[Service, ...]] = {}
+            server: systems.ModelServerEndpoint | None = None
+            for name in wanted:
+                if name == "ours":
+                    server = stack.enter_context(systems.model_server(self.serving, batching=True))
+                    endpoints[name] = stack.enter_context(systems.gateway(self.serving, server))
+                    pausable[name] = (endpoints[name].service, server.service)
+                else:
+                    endpoints[name] = stack.enter_context(systems.python_app(self.serving, name))
+                    pausable[name] = (endpoints[name].service,)
+            await self._interleaved_cells(endpoints, pausable, photo_sets, image_base)
+            if server is not None and "b64" in self.config.payloads:
+                extras["gateway_overhead"] = await self._overhead(
+                    server, endpoints["ours"].predict_url, photo_sets
+                )
         return extras
 
     async def run(self) -> dict[str, Any]:

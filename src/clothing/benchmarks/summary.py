@@ -15,7 +15,12 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     lines = []
     level1 = results.get("level1")
     if level1:
-        lines.append(f"Level 1 ceiling: {level1['ceiling']['images_per_s']:.1f} images/s")
+        lines.append(
+            f"Level 1 ceiling: {level1['ceiling']['images_per_s']:.1f} images/s; "
+            f"bare session.run p50 {level1['bare_run']['p50_ms']:.2f} ms"
+        )
+        for system, over in (level1.get("c1_p50_over_bare_ms") or {}).items():
+            lines.append(f"  {system} c=1 p50 minus bare session.run p50: {over:+.2f} ms")
         for row in rows:
             if row["level"] == 1:
                 lines.append(
@@ -33,6 +38,17 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
                 f"{_ratio(row.get('vs_baseline'))} baseline  "
                 f"{_ratio(row.get('vs_framework'))} framework"
             )
+    for size, item in (results.get("preprocessing") or {}).items():
+        lines.append(
+            f"Preprocessing {size}: gateway {item['gateway_ms']:.2f} ms, plain Pillow "
+            f"{item['plain_pillow_ms']:.2f} ms, {_ratio(item['speedup'])} faster"
+        )
+    for size, item in (results.get("gateway_overhead") or {}).items():
+        lines.append(
+            f"Gateway overhead {size} (paired, c=1): {item['overhead_ms']:+.2f} ms "
+            f"(gateway p50 {item['gateway_p50_ms']:.2f} ms, "
+            f"direct gRPC p50 {item['direct_p50_ms']:.2f} ms)"
+        )
     failed = [row for row in rows if row["errors"]]
     for row in failed:
         lines.append(

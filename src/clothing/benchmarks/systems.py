@@ -13,6 +13,7 @@ from pathlib import Path
 
 from clothing.benchmarks.processes import (
     LOOPBACK,
+    Service,
     free_port,
     python_command,
     run_service,
@@ -48,6 +49,15 @@ def find_repo_root(start: Path | None = None) -> Path:
 class ModelServerEndpoint:
     grpc_address: str
     rest_url: str
+    service: Service
+
+
+@dataclass(frozen=True)
+class HttpEndpoint:
+    """A system's ``POST /predict`` URL and the process serving it."""
+
+    predict_url: str
+    service: Service
 
 
 @dataclass(frozen=True)
@@ -85,13 +95,13 @@ def model_server(options: ServingOptions, *, batching: bool) -> Iterator[ModelSe
     name = "model-server+batching" if batching else "model-server"
     with run_service(
         name, command, ready_url=f"{rest_url}/readyz", ready_timeout=options.ready_timeout
-    ):
-        yield ModelServerEndpoint(f"{LOOPBACK}:{grpc_port}", rest_url)
+    ) as service:
+        yield ModelServerEndpoint(f"{LOOPBACK}:{grpc_port}", rest_url, service)
 
 
 @contextlib.contextmanager
-def gateway(options: ServingOptions, upstream: ModelServerEndpoint) -> Iterator[str]:
-    """Our gateway in front of ``upstream``; yields its predict URL."""
+def gateway(options: ServingOptions, upstream: ModelServerEndpoint) -> Iterator[HttpEndpoint]:
+    """Our gateway in front of ``upstream``."""
     port = free_port()
     command = python_command(
         "-m",
@@ -109,13 +119,13 @@ def gateway(options: ServingOptions, upstream: ModelServerEndpoint) -> Iterator[
     base = f"http://{LOOPBACK}:{port}"
     with run_service(
         "gateway", command, ready_url=f"{base}/readyz", ready_timeout=options.ready_timeout
-    ):
-        yield f"{base}/predict"
+    ) as service:
+        yield HttpEndpoint(f"{base}/predict", service)
 
 
 @contextlib.contextmanager
-def python_app(options: ServingOptions, system: str) -> Iterator[str]:
-    """The baseline or LitServe app from ``bench/``; yields its predict URL."""
+def python_app(options: ServingOptions, system: str) -> Iterator[HttpEndpoint]:
+    """The baseline or LitServe app from ``bench/``."""
     port = free_port()
     command = python_command(
         "-m",
@@ -134,8 +144,8 @@ def python_app(options: ServingOptions, system: str) -> Iterator[str]:
         env={"PYTHONPATH": str(options.repo_root)},
         cwd=options.repo_root,
         ready_timeout=options.ready_timeout,
-    ):
-        yield f"{base}/predict"
+    ) as service:
+        yield HttpEndpoint(f"{base}/predict", service)
 
 
 @contextlib.contextmanager
