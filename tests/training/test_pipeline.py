@@ -115,6 +115,7 @@ def test_export_layout_signature_and_metadata(exported: Path) -> None:
     }
     assert info["output"] == {"name": "probabilities"}
     assert info["training"]["arch"] == "lite0"
+    assert info["training"]["flip_average"] is False
     assert info["metrics"]["onnx_vs_torch_max_abs_diff"] <= 1e-4
 
     session = onnxruntime.InferenceSession(str(version / "model.onnx"))
@@ -130,6 +131,47 @@ def test_onnx_runtime_matches_pytorch_on_real_images(trained: Path, tiny_dataset
     images = real_images(tiny_dataset)
     error = parity_error(model, onnx_bytes(model, SIZE), images)
     assert error <= 1e-4
+
+
+def test_flip_average_matches_pytorch_and_is_mirror_symmetric(
+    trained: Path, tiny_dataset: Path
+) -> None:
+    checkpoint = load_checkpoint(trained / "checkpoint.pt")
+    model = serving_model(checkpoint, flip_average=True)
+    images = real_images(tiny_dataset)
+    assert parity_error(model, onnx_bytes(model, SIZE), images) <= 1e-4
+    with torch.no_grad():
+        pixels = torch.from_numpy(images)
+        averaged = model(pixels)
+        mirrored = model(pixels.flip(dims=(2,)))
+        plain = serving_model(checkpoint)
+        expected = (plain(pixels) + plain(pixels.flip(dims=(2,)))) / 2
+    torch.testing.assert_close(averaged, expected, atol=1e-6, rtol=1e-5)
+    # A photo and its mirror image get the same answer once both are averaged.
+    torch.testing.assert_close(averaged, mirrored, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(averaged, plain(pixels), atol=1e-6)
+
+
+def test_export_records_flip_average(trained: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    code = main(
+        [
+            "export",
+            f"--checkpoint={trained / 'checkpoint.pt'}",
+            f"--model-dir={tmp_path}",
+            "--flip-average",
+            f"--check-data={tiny_dataset / 'validation'}",
+        ]
+    )
+    assert code == 0
+    info = json.loads((tmp_path / "1" / "metadata.json").read_text())
+    assert info["training"]["flip_average"] is True
+    assert info["metrics"]["onnx_vs_torch_max_abs_diff"] <= 1e-4
+    session = onnxruntime.InferenceSession(str(tmp_path / "1" / "model.onnx"))
+    images = real_images(tiny_dataset)
+    for batch in (1, len(images)):
+        (probabilities,) = session.run(["probabilities"], {"image": images[:batch]})
+        assert probabilities.shape == (batch, len(TINY_CLASSES))
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_export_is_byte_stable(trained: Path, exported: Path) -> None:

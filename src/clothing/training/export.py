@@ -64,11 +64,11 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise ExportError(f"{path} is not a training checkpoint: {error}") from error
 
 
-def serving_model(checkpoint: Checkpoint) -> ServingModel:
+def serving_model(checkpoint: Checkpoint, *, flip_average: bool = False) -> ServingModel:
     size = checkpoint.image_size
     network = build_network(checkpoint.arch, len(checkpoint.classes), size, size, pretrained=False)
     network.load_state_dict(checkpoint.state_dict)
-    return ServingModel(network).eval()
+    return ServingModel(network, flip_average=flip_average).eval()
 
 
 def onnx_bytes(model: ServingModel, size: int) -> bytes:
@@ -122,7 +122,9 @@ def next_version(model_dir: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def metadata(checkpoint: Checkpoint, parity: float | None) -> dict[str, Any]:
+def metadata(
+    checkpoint: Checkpoint, parity: float | None, *, flip_average: bool = False
+) -> dict[str, Any]:
     size = checkpoint.image_size
     metrics = dict(checkpoint.metrics)
     if parity is not None:
@@ -143,6 +145,8 @@ def metadata(checkpoint: Checkpoint, parity: float | None) -> dict[str, Any]:
             **checkpoint.training,
             "normalisation": "(x - 127) / 128 inside the graph",
             "opset": OPSET,
+            # Test-time augmentation baked into the graph at export.
+            "flip_average": flip_average,
         },
         "metrics": metrics,
     }
@@ -162,8 +166,13 @@ def export(
     version: int | None = None,
     check_images: np.ndarray | None = None,
     overwrite: bool = False,
+    flip_average: bool = False,
 ) -> ExportResult:
-    """Write one version folder; with ``check_images`` also verify ONNX vs PyTorch."""
+    """Write one version folder; with ``check_images`` also verify ONNX vs PyTorch.
+
+    ``flip_average`` makes the graph average the softmax of each photo and its
+    mirror image.
+    """
     checkpoint = load_checkpoint(checkpoint_path)
     if version is None:
         version = next_version(model_dir)
@@ -172,7 +181,7 @@ def export(
     target = model_dir / str(version)
     if (target / "model.onnx").exists() and not overwrite:
         raise ExportError(f"{target} already holds a model; pick another --version")
-    model = serving_model(checkpoint)
+    model = serving_model(checkpoint, flip_average=flip_average)
     model_bytes = onnx_bytes(model, checkpoint.image_size)
     parity = None
     if check_images is not None:
@@ -185,6 +194,6 @@ def export(
     model_path = target / "model.onnx"
     model_path.write_bytes(model_bytes)
     (target / "classes.txt").write_text("".join(f"{name}\n" for name in checkpoint.classes))
-    info = metadata(checkpoint, parity)
+    info = metadata(checkpoint, parity, flip_average=flip_average)
     (target / "metadata.json").write_text(json.dumps(info, indent=2) + "\n")
     return ExportResult(target, model_path, parity)

@@ -5,7 +5,8 @@ output ``probabilities`` float32 [batch, classes], normalisation inside the grap
 classes.txt and metadata.json. VERSION defaults to the next free integer. The
 ONNX Runtime output is compared with PyTorch's on real images (--check-data) and
 the export fails if they differ by more than 1e-4. Re-exporting the same
-checkpoint gives byte-identical files.
+checkpoint gives byte-identical files. --flip-average bakes horizontal-flip
+test-time augmentation into the graph; the signature stays the same.
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="folder of class subfolders whose images check ONNX Runtime against PyTorch"
         " (default: random pixels)",
     )
+    parser.add_argument(
+        "--flip-average",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="average the softmax of each photo and its mirror image inside the graph"
+        " (test-time augmentation; doubles inference cost)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
 
 
@@ -79,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             version=args.version,
             check_images=images,
             overwrite=args.overwrite,
+            flip_average=args.flip_average,
         )
     except (ExportError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -118,13 +118,27 @@ class SplitNetwork:
 
 
 class ServingModel(nn.Module):
-    """uint8 NHWC ``image`` -> softmax ``probabilities``: the exported graph."""
+    """uint8 NHWC ``image`` -> softmax ``probabilities``: the exported graph.
 
-    def __init__(self, network: EfficientNet) -> None:
+    With ``flip_average`` the photo and its mirror image run as one batch and
+    their softmax outputs are averaged (test-time augmentation inside the graph,
+    so clients and the signature are unchanged).
+    """
+
+    def __init__(self, network: EfficientNet, *, flip_average: bool = False) -> None:
         super().__init__()
         self.network = network
+        self.flip_average = flip_average
+
+    def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalised NCHW pixels -> softmax."""
+        features = self.network.extract_features(pixels)
+        return torch.softmax(self.network._fc(features.mean(dim=(2, 3))), dim=1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        features = self.network.extract_features(normalise(image))
-        logits = self.network._fc(features.mean(dim=(2, 3)))
-        return torch.softmax(logits, dim=1)
+        pixels = normalise(image)
+        if not self.flip_average:
+            return self.probabilities(pixels)
+        count = pixels.shape[0]
+        both = self.probabilities(torch.cat([pixels, pixels.flip(dims=(3,))], dim=0))
+        return (both[:count] + both[count:]) / 2
