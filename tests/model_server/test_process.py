@@ -75,27 +75,40 @@ def test_config_file_with_labels_and_policies(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> None:
-    build_test_model(tmp_path / "m" / "1", slow_ops=12)
+    build_test_model(tmp_path / "m" / "1", slow_ops=48)
     with run_model_server(tmp_path / "m", extra_args=["--shutdown_grace_seconds=30"]) as server:
         outcome: dict[str, object] = {}
 
         def slow_request() -> None:
-            started = time.monotonic()
             try:
-                outcome["response"] = predict(server.grpc_address, "clothing-model", batch_of(8))
+                outcome["response"] = predict(server.grpc_address, "clothing-model", batch_of(16))
             except grpc.RpcError as error:
                 outcome["error"] = error
-            outcome["seconds"] = time.monotonic() - started
+            outcome["finished"] = time.monotonic()
 
         worker = threading.Thread(target=slow_request)
         worker.start()
-        time.sleep(0.3)
+        # Signal only once the server reports the request in flight, whatever the
+        # machine's speed.
+        deadline = time.monotonic() + 30
+        while not _grpc_request_in_flight(server.rest_url) and "finished" not in outcome:
+            assert time.monotonic() < deadline, "the request never showed as in flight"
+            time.sleep(0.005)
+        signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         worker.join(120)
         assert "error" not in outcome, outcome
-        assert float(outcome["seconds"]) > 0.3  # type: ignore[arg-type]  # it was still running when SIGTERM came
+        assert float(outcome["finished"]) > signalled  # type: ignore[arg-type]
         assert server.process.wait(60) == 0
         assert "draining" in server.log()
+
+
+def _grpc_request_in_flight(rest_url: str) -> bool:
+    metrics = httpx.get(f"{rest_url}/metrics", timeout=5).text
+    for line in metrics.splitlines():
+        if line.startswith("model_server_inflight_requests{") and 'transport="grpc"' in line:
+            return float(line.rsplit(" ", 1)[1]) >= 1
+    return False
 
 
 def test_unavailable_provider_is_reported(tmp_path: Path) -> None:
