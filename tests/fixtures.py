@@ -187,14 +187,19 @@ class ModelServerProcess:
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, wait, and return the exit code (kills after ``timeout``)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return int(self.process.returncode)
+        return stop_process(self.process, timeout)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM a child if it still runs, wait, kill after ``timeout``; its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return int(process.returncode)
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes] | None, timeout: float) -> None:

@@ -29,7 +29,7 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fixtures import build_test_model, free_port, wait_ready
+from tests.fixtures import build_test_model, free_port, stop_process, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -80,13 +80,8 @@ class Backend:
         self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, 15)
 
     def grpc_predicts(self) -> float:
         """Predict calls this process has answered over gRPC, by its own /metrics."""
@@ -147,13 +142,7 @@ def gateway(tf_serving_host: str, log_path: Path) -> Iterator[str]:
         sys.stderr.write(log_path.read_text(errors="replace"))
         raise
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, 15)
 
 
 def _photo_body() -> dict[str, str]:

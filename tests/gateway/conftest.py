@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +19,7 @@ from tests.fixtures import (
     build_test_model,
     free_port,
     run_model_server,
+    stop_process,
     wait_ready,
 )
 
@@ -131,10 +131,4 @@ def run_up(model_base_path: Path, log_dir: Path, *extra: str) -> Iterator[UpProc
         wait_ready(f"{up.gateway_url}/readyz", process, 60.0)
         yield up
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from PIL import Image
 
 from clothing import tensors
 from clothing.proto.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-from tests.fixtures import free_port, wait_ready
+from tests.fixtures import free_port, stop_process, wait_ready
 
 MODEL = "clothing-model"
 
@@ -118,13 +117,7 @@ def run_gateway(
             sys.stderr.write(gateway.log())
             raise
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_process(process)
 
 
 def wait_until(condition: object, timeout: float, interval: float = 0.05) -> float:
