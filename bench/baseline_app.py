@@ -11,7 +11,6 @@ gateway (``POST /predict`` with ``{"image_b64"}`` or ``{"url"}``).
 from __future__ import annotations
 
 import argparse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +25,8 @@ from clothing.benchmarks.plain import (
     class_answer,
     image_bytes_from_body,
     plain_decode,
+    plain_fetch,
 )
-
-
-def _fetch(url: str) -> bytes:
-    if not url.startswith(("http://", "https://")):
-        raise BadImageError("only http and https URLs are fetched")
-    try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            return bytes(answer.read(20 * 1024 * 1024))
-    except OSError as error:
-        raise BadImageError(f"cannot fetch {url}: {error}") from error
 
 
 def create_app(model_base_path: Path, providers: list[str]) -> FastAPI:
@@ -52,7 +42,7 @@ def create_app(model_base_path: Path, providers: list[str]) -> FastAPI:
     @app.post("/predict")
     def predict(body: dict[str, Any]) -> dict[str, Any]:
         try:
-            data = image_bytes_from_body(body, _fetch)
+            data = image_bytes_from_body(body, plain_fetch)
             pixels = plain_decode(data, info.width, info.height)
         except BadImageError as error:
             raise HTTPException(status_code=400, detail=str(error)) from error

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,8 @@ from clothing.benchmarks.plain import (
     class_answer,
     image_bytes_from_body,
     plain_decode,
+    plain_fetch,
 )
-
-
-def _fetch(url: str) -> bytes:
-    if not url.startswith(("http://", "https://")):
-        raise BadImageError("only http and https URLs are fetched")
-    try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            return bytes(answer.read(20 * 1024 * 1024))
-    except OSError as error:
-        raise BadImageError(f"cannot fetch {url}: {error}") from error
 
 
 class ClothingAPI(ls.LitAPI):
@@ -65,7 +55,7 @@ class ClothingAPI(ls.LitAPI):
     def decode_request(self, request):
         assert self.info is not None
         try:
-            data = image_bytes_from_body(request, _fetch)
+            data = image_bytes_from_body(request, plain_fetch)
             return plain_decode(data, self.info.width, self.info.height)
         except BadImageError as error:
             raise HTTPException(status_code=400, detail=str(error)) from error
