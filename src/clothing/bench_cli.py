@@ -52,7 +52,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        help="level 2: alternating blocks per system in each cell (default 3; --smoke 2)",
+        help="alternating blocks per system in each cell (level 1: server and in-process "
+        "ceiling; level 2: the three systems) (default 3; --smoke 2)",
     )
     parser.add_argument(
         "--concurrency", type=_int_list, help="comma list of concurrencies (default 1,4,16,64)"

@@ -67,6 +67,12 @@ def test_smoke_run_measures_every_system_and_cleans_up(tmp_path):
         assert row["requests"] > 0
         assert row["p50_ms"] > 0
     assert results["level1"]["ceiling"]["images_per_s"] > 0
+    for row in results["rows"]:
+        if row["level"] == 1:  # each cell has its own ceiling, measured just before it
+            assert row["ceiling_images_per_s"] > 0
+            assert row["ratio_to_ceiling"] == pytest.approx(
+                row["images_per_s"] / row["ceiling_images_per_s"], rel=0.05, abs=0.002
+            )
     assert set(results["preprocessing"]) == {"dataset", "phone"}
     assert set(results["gateway_overhead"]) == {"dataset", "phone"}
     markdown = (output / results["files"]["markdown"]).read_text()

@@ -29,10 +29,12 @@ class Recorder:
         self.batches: list[int] = []
         self.fail = False
         self.lock = threading.Lock()
+        self.started = threading.Event()
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self.lock:
             self.batches.append(len(inputs["x"]))
+        self.started.set()
         time.sleep(self.delay)
         if self.fail:
             raise RuntimeError("runtime exploded")
@@ -72,6 +74,37 @@ async def test_a_lone_request_does_not_wait_for_the_timeout(executor: ThreadPool
     for _ in range(3):
         await batcher.predict(rows(0, 1))
     assert time.monotonic() - started < 1.0  # the timeout is 2 s per batch
+    await batcher.stop()
+
+
+async def test_only_a_batch_with_the_machine_to_itself_runs_alone(
+    executor: ThreadPoolExecutor,
+) -> None:
+    shared, alone = Recorder(delay=0.05), Recorder(delay=0.05)
+    one_worker = BatchingConfig(2, 1000, 10, 1)
+    batcher = Batcher(shared, one_worker, executor, predict_alone=alone)
+    await batcher.predict(rows(0, 1))
+    assert (alone.batches, shared.batches) == ([1], [])
+    # Six rows in batches of two: the first two leave rows waiting, the last does not.
+    requests = [rows(i * 10, 1) for i in range(6)]
+    results = await asyncio.gather(*(batcher.predict(r) for r in requests))
+    for request, result in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(result["y"], request["x"] * 2)
+    assert (alone.batches, shared.batches) == ([1, 2], [2, 2])
+    await batcher.stop()
+
+
+async def test_a_batch_that_overlaps_a_running_one_shares_the_cores(
+    executor: ThreadPoolExecutor,
+) -> None:
+    shared, alone = Recorder(delay=0.3), Recorder(delay=0.3)
+    two_workers = BatchingConfig(4, 1000, 10, 2)
+    batcher = Batcher(shared, two_workers, executor, predict_alone=alone)
+    first = asyncio.ensure_future(batcher.predict(rows(0, 1)))
+    assert await asyncio.to_thread(alone.started.wait, 5)  # the first runs, alone
+    await batcher.predict(rows(10, 2))
+    await first
+    assert (alone.batches, shared.batches) == ([1], [2])
     await batcher.stop()
 
 

@@ -23,14 +23,39 @@ def test_auto_threads_share_the_cores_between_batches(
     assert RuntimeConfig().resolved_for(batching).intra_op_threads == expected
 
 
+@pytest.mark.parametrize(
+    ("cores", "batch_threads", "providers", "expected"),
+    [
+        (2, 2, ("CPUExecutionProvider",), 2),
+        (16, 4, ("cpu",), 16),
+        (2, 1, ("CPUExecutionProvider",), 0),  # the one session already has every core
+        (2, 2, ("CUDAExecutionProvider", "CPUExecutionProvider"), 0),  # no second GPU copy
+    ],
+)
+def test_a_lone_batch_gets_a_session_with_every_core_on_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+    cores: int,
+    batch_threads: int,
+    providers: tuple[str, ...],
+    expected: int,
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    runtime = RuntimeConfig(execution_providers=providers)
+    batching = BatchingConfig(num_batch_threads=batch_threads)
+    assert runtime.resolved_for(batching).solo_intra_op_threads == expected
+
+
 def test_explicit_threads_and_no_batching_are_left_alone() -> None:
     assert RuntimeConfig(intra_op_threads=3).resolved_for(BatchingConfig()).intra_op_threads == 3
     assert RuntimeConfig().resolved_for(None).intra_op_threads == 0
+    explicit = RuntimeConfig(intra_op_threads=1).resolved_for(BatchingConfig(num_batch_threads=2))
+    assert explicit.solo_intra_op_threads == 0
 
 
-def _session_threads(backend: object) -> int:
+def _session_threads(backend: object, solo: bool = False) -> int:
     assert isinstance(backend, OnnxBackend)
-    session = backend._session  # the real session options are the proof
+    # The real session options are the proof.
+    session = backend._solo_session if solo else backend._session
     return int(session.get_session_options().intra_op_num_threads)  # type: ignore[attr-defined]
 
 
@@ -42,3 +67,4 @@ async def test_batching_server_sessions_get_their_share(
     async with serve((ModelConfig(MODEL, base_path),), batching=batching) as running:
         (version,) = running.server.repository.model(MODEL).available()
         assert _session_threads(version.backend) == 2
+        assert _session_threads(version.backend, solo=True) == 4

@@ -72,6 +72,10 @@ class Backend(Protocol):
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
+    def predict_alone(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``predict`` for a call that has the machine to itself (may use more threads)."""
+        ...
+
     def unload(self) -> None: ...
 
 
@@ -100,39 +104,45 @@ def _dim(value: object) -> int | None:
 
 
 class OnnxBackend:
-    """One ONNX Runtime inference session."""
+    """One ONNX Runtime inference session, and a wider one for lone batches if configured."""
 
     def __init__(self, runtime: RuntimeConfig) -> None:
         self._runtime = runtime
         self._session: object | None = None
+        self._solo_session: object | None = None
         self._signature: Signature | None = None
 
-    def load(self, path: Path) -> None:
+    def _new_session(self, path: Path, intra_op_threads: int) -> object:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self._runtime.intra_op_threads
+        options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = self._runtime.inter_op_threads
         options.log_severity_level = 3  # errors only; our log reports load failures
         providers = resolve_providers(self._runtime.execution_providers)
         try:
-            session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+            return onnxruntime.InferenceSession(str(path), options, providers=providers)
         except Exception as error:  # ONNX Runtime raises its own untyped errors
             raise BackendError(f"cannot load {path}: {error}") from error
+
+    def load(self, path: Path) -> None:
+        session = self._new_session(path, self._runtime.intra_op_threads)
         inputs = []
-        for node in session.get_inputs():
+        for node in session.get_inputs():  # type: ignore[attr-defined]
             if node.type not in _ONNX_DTYPES:
                 raise BackendError(f"input {node.name} has unsupported type {node.type}")
             inputs.append(
                 TensorSpec(node.name, _ONNX_DTYPES[node.type], tuple(_dim(d) for d in node.shape))
             )
         outputs = []
-        for node in session.get_outputs():
+        for node in session.get_outputs():  # type: ignore[attr-defined]
             if node.type not in _ONNX_DTYPES:
                 raise BackendError(f"output {node.name} has unsupported type {node.type}")
             outputs.append(
                 TensorSpec(node.name, _ONNX_DTYPES[node.type], tuple(_dim(d) for d in node.shape))
             )
+        solo_threads = self._runtime.solo_intra_op_threads
+        self._solo_session = self._new_session(path, solo_threads) if solo_threads else None
         self._session = session
         self._signature = Signature(tuple(inputs), tuple(outputs))
 
@@ -142,7 +152,14 @@ class OnnxBackend:
         return self._signature
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        session = self._session
+        return self._run(self._session, inputs)
+
+    def predict_alone(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._run(self._solo_session or self._session, inputs)
+
+    def _run(
+        self, session: object | None, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
         if session is None:
             raise BackendError("model not loaded")
         names = [spec.name for spec in self.signature().outputs]
@@ -150,5 +167,6 @@ class OnnxBackend:
         return {name: np.asarray(value) for name, value in zip(names, results, strict=True)}
 
     def unload(self) -> None:
-        # Dropping the last reference frees the session's memory.
+        # Dropping the last references frees the sessions' memory.
         self._session = None
+        self._solo_session = None

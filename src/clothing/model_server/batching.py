@@ -10,6 +10,11 @@ Results are split back in order after checking every output has one row per
 input row; a failed batch fails every request in it. The queue is bounded:
 past ``max_enqueued_batches * max_batch_size`` waiting rows a request is
 refused with :class:`ResourceExhausted` instead of growing the queue.
+
+A batch that runs while no other batch runs and nothing waits may go to
+``predict_alone`` instead: on CPU that is a session with a thread per core, so
+a lone request at low load is as fast as without batching, while parallel
+batches under load each keep their share of the cores.
 """
 
 from __future__ import annotations
@@ -63,8 +68,10 @@ class Batcher:
         *,
         on_batch: Callable[[int], None] = lambda rows: None,
         on_queue_depth: Callable[[int], None] = lambda change: None,
+        predict_alone: PredictFn | None = None,
     ) -> None:
         self._predict = predict
+        self._predict_alone = predict_alone or predict
         self._config = config
         self._executor = executor
         self._on_batch = on_batch
@@ -169,8 +176,11 @@ class Batcher:
                     for name in live[0].inputs
                 }
             self._on_batch(total)
+            # This batch is counted in _running, so 1 means nothing else runs.
+            alone = self._running == 1 and self._queued_rows == 0
+            predict = self._predict_alone if alone else self._predict
             loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._executor, self._predict, merged)
+            outputs = await loop.run_in_executor(self._executor, predict, merged)
             for name, array in outputs.items():
                 if array.ndim == 0 or array.shape[0] != total:
                     raise Internal(

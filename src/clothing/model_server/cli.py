@@ -155,7 +155,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         help="threads inside one operator (0: auto: CPU count // num_batch_threads with "
-        "batching, so parallel batches do not oversubscribe the cores; every core without)",
+        "batching, so parallel batches do not oversubscribe the cores, plus a session with "
+        "every core for a batch that runs alone; every core without batching)",
     )
     runtime.add_argument(
         "--inter_op_threads", type=int, default=0, help="threads across operators (0: auto)"

@@ -66,7 +66,8 @@ class ModelConfig:
 class BatchingConfig:
     """Dynamic batching parameters, named after TF Serving's ``BatchingParameters``."""
 
-    max_batch_size: int = 32
+    # Small batches measured fastest on CPU (docs/model-server.md); raise it on a GPU.
+    max_batch_size: int = 8
     batch_timeout_micros: int = 1000
     max_enqueued_batches: int = 10
     num_batch_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -93,6 +94,8 @@ class RuntimeConfig:
     execution_providers: tuple[str, ...] = ("CPUExecutionProvider",)
     intra_op_threads: int = 0  # 0: auto, see resolved_for
     inter_op_threads: int = 0
+    # Threads of a second session for a batch that runs alone (0: no second session).
+    solo_intra_op_threads: int = 0
 
     def resolved_for(self, batching: BatchingConfig | None) -> RuntimeConfig:
         """Fill in ``intra_op_threads`` = 0 so parallel batches do not oversubscribe the cores.
@@ -100,13 +103,27 @@ class RuntimeConfig:
         ``num_batch_threads`` batches run at once, each in its own ``session.run``; if
         each also took every core (ONNX Runtime's default), two batches on two cores
         would run four spinning threads, which measured twice the CPU per image. So each
-        session gets ``cores // num_batch_threads`` threads (at least 1). Without
-        batching, ONNX Runtime's default (every core) keeps a lone request fastest.
+        session gets ``cores // num_batch_threads`` threads (at least 1). That share
+        would leave cores idle while a single batch runs alone (a lone request at low
+        load took twice as long on one thread of two), so on CPU a second session with
+        a thread per core serves the batches that find no other batch running and
+        nothing queued. Without batching, ONNX Runtime's default (every core) keeps a
+        lone request fastest.
         """
         if self.intra_op_threads != 0 or batching is None:
             return self
         cores = os.cpu_count() or 1
-        return replace(self, intra_op_threads=max(1, cores // batching.num_batch_threads))
+        share = max(1, cores // batching.num_batch_threads)
+        solo = cores if share < cores and self.cpu_only else 0
+        return replace(self, intra_op_threads=share, solo_intra_op_threads=solo)
+
+    @property
+    def cpu_only(self) -> bool:
+        # A GPU session gains nothing from more CPU threads but would hold a second
+        # copy of the weights in device memory.
+        return all(
+            p.strip().lower() in ("cpu", "cpuexecutionprovider") for p in self.execution_providers
+        )
 
 
 @dataclass(frozen=True)

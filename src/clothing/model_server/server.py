@@ -78,6 +78,7 @@ class ModelServer:
             self.executor,
             on_batch=lambda rows: self.metrics.batch_size.labels(model=model).observe(rows),
             on_queue_depth=lambda change: self.metrics.queue_depth.labels(model=model).inc(change),
+            predict_alone=version.backend.predict_alone,
         )
 
     def _on_load(self, model: str, ok: bool) -> None:
