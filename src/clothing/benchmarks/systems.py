@@ -150,11 +150,9 @@ def python_app(options: ServingOptions, system: str) -> Iterator[HttpEndpoint]:
 
 @contextlib.contextmanager
 def image_server(directory: Path, first_name: str) -> Iterator[str]:
-    """Python's own static file server on loopback; yields its base URL."""
+    """A static file server on loopback (see :mod:`.image_server`); yields its base URL."""
     port = free_port()
-    command = python_command(
-        "-m", "http.server", str(port), f"--bind={LOOPBACK}", f"--directory={directory}"
-    )
+    command = python_command("-m", "clothing.benchmarks.image_server", str(port), str(directory))
     base = f"http://{LOOPBACK}:{port}"
     with run_service("image-server", command, ready_url=f"{base}/{first_name}"):
         yield base
