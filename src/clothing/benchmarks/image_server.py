@@ -15,7 +15,7 @@ import sys
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-LOOPBACK = "127.0.0.1"
+from clothing.benchmarks.processes import LOOPBACK
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

@@ -165,8 +165,7 @@ class Bench:
         requests = max(1, self.config.requests // rounds) if self.config.requests else None
         duration = self.config.duration_s / rounds if self.config.duration_s else None
         blocks: list[LoadResult] = []
-        ceiling_images = 0.0
-        ceiling_seconds = 0.0
+        ceiling_rates: list[float] = []  # blocks of equal length: their mean is the pooled rate
         bare: list[float] = []
         self.progress.set_description(f"L1 {system} c={concurrency}")
         for block in range(rounds):
@@ -174,14 +173,13 @@ class Bench:
                 blocks.append(
                     await self._level1_block(client, concurrency, requests, duration, block)
                 )
-            rate = level1.measure_ceiling(
+            ceiling = level1.measure_ceiling(
                 session,
                 self.info,
                 batch_sizes=(best_batch,),
                 seconds_per_size=self.config.ceiling_seconds / rounds,
-            ).images_per_s
-            ceiling_images += rate * self.config.ceiling_seconds / rounds
-            ceiling_seconds += self.config.ceiling_seconds / rounds
+            )
+            ceiling_rates.append(ceiling.images_per_s)
             if concurrency == 1:
                 bare += level1.measure_bare_run(
                     session, self.info, runs=max(3, self.config.bare_runs // rounds)
@@ -192,7 +190,7 @@ class Bench:
                 )
         self.progress.update(1)
         floor = statistics.median(bare) * 1000.0 if bare else None
-        return merge_blocks(blocks), ceiling_images / ceiling_seconds, floor
+        return merge_blocks(blocks), statistics.fmean(ceiling_rates), floor
 
     async def _level1_block(
         self,

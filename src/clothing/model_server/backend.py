@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from clothing.model_server.config import RuntimeConfig
+from clothing.model_server.config import RuntimeConfig, provider_name
 
 _ONNX_DTYPES = {
     "tensor(float)": "float32",
@@ -30,11 +30,6 @@ _ONNX_DTYPES = {
     "tensor(uint32)": "uint32",
     "tensor(uint64)": "uint64",
     "tensor(bool)": "bool",
-}
-PROVIDER_ALIASES = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
 }
 
 
@@ -88,7 +83,7 @@ def resolve_providers(requested: Sequence[str]) -> list[str]:
     import onnxruntime
 
     available = onnxruntime.get_available_providers()
-    names = [PROVIDER_ALIASES.get(p.strip().lower(), p.strip()) for p in requested if p.strip()]
+    names = [provider_name(p) for p in requested if p.strip()]
     missing = [name for name in names if name not in available]
     if missing:
         raise BackendError(

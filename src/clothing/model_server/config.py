@@ -87,6 +87,18 @@ class BatchingConfig:
         return self.max_enqueued_batches * self.max_batch_size
 
 
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def provider_name(requested: str) -> str:
+    """ONNX Runtime's full name for an execution provider (``cpu`` -> ``CPUExecutionProvider``)."""
+    return PROVIDER_ALIASES.get(requested.strip().lower(), requested.strip())
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """ONNX Runtime session options shared by every loaded version."""
@@ -121,9 +133,7 @@ class RuntimeConfig:
     def cpu_only(self) -> bool:
         # A GPU session gains nothing from more CPU threads but would hold a second
         # copy of the weights in device memory.
-        return all(
-            p.strip().lower() in ("cpu", "cpuexecutionprovider") for p in self.execution_providers
-        )
+        return all(provider_name(p) == "CPUExecutionProvider" for p in self.execution_providers)
 
 
 @dataclass(frozen=True)
