@@ -22,8 +22,6 @@ import base64
 import io
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,8 @@ from typing import Any
 import httpx
 import numpy as np
 from PIL import Image
+
+from clothing.benchmarks.processes import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL = ROOT / "models" / "clothing-model"
@@ -89,12 +89,6 @@ def read_stats(pid: int, seconds: float) -> Sample:
     return Sample(round(seconds, 2), values["VmRSS"], fds, values["Threads"])
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -107,17 +101,6 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{url} not ready after {timeout}s")
-
-
-def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return int(process.returncode)
 
 
 def model_base_path(requested: str | None, scratch: Path) -> Path:
@@ -260,8 +243,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             load = asyncio.run(drive(f"http://127.0.0.1:{gateway_port}", reports, args))
             elapsed = time.monotonic() - started
         finally:
-            reports[1].exit_code = stop(gateway)
-            reports[0].exit_code = stop(server)
+            reports[1].exit_code = stop_process(gateway)
+            reports[0].exit_code = stop_process(server)
         problems = [p for report in reports for p in report.problems(args.max_rss_growth)]
         if load.failed:
             problems.append(f"{load.failed} of {load.sent} requests failed: {dict(load.statuses)}")

@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +26,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+from clothing.benchmarks.processes import free_port, stop_process
 
 CLASSES = (
     "dress",
@@ -159,12 +159,6 @@ def reference_probabilities(
     return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class ModelServerProcess:
     """A running ``clothing model-server`` subprocess."""
@@ -188,18 +182,6 @@ class ModelServerProcess:
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, wait, and return the exit code (kills after ``timeout``)."""
         return stop_process(self.process, timeout)
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
-    """SIGTERM a child if it still runs, wait, kill after ``timeout``; its exit code."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return int(process.returncode)
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes] | None, timeout: float) -> None:

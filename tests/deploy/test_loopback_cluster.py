@@ -29,7 +29,8 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fixtures import build_test_model, free_port, stop_process, wait_ready
+from clothing.benchmarks.processes import free_port, stop_process
+from tests.fixtures import build_test_model, wait_ready
 
 pytestmark = pytest.mark.slow
 

@@ -12,16 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from clothing.benchmarks.processes import free_port, stop_process
 from clothing.gateway.app import create_app
 from clothing.gateway.settings import GatewaySettings
-from tests.fixtures import (
-    ModelServerProcess,
-    build_test_model,
-    free_port,
-    run_model_server,
-    stop_process,
-    wait_ready,
-)
+from tests.fixtures import ModelServerProcess, build_test_model, run_model_server, wait_ready
 
 from . import helpers
 from .helpers import ImageServer, Route

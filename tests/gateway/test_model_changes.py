@@ -6,14 +6,9 @@ import time
 
 import pytest
 
+from clothing.benchmarks.processes import free_port
 from clothing.gateway.imaging import InputSpec, prepare
-from tests.fixtures import (
-    CLASSES,
-    build_test_model,
-    free_port,
-    reference_probabilities,
-    run_model_server,
-)
+from tests.fixtures import CLASSES, build_test_model, reference_probabilities, run_model_server
 
 from . import helpers
 from .conftest import gateway_client, settings_for

@@ -18,8 +18,9 @@ import numpy as np
 from PIL import Image
 
 from clothing import tensors
+from clothing.benchmarks.processes import free_port, stop_process
 from clothing.proto.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-from tests.fixtures import free_port, stop_process, wait_ready
+from tests.fixtures import wait_ready
 
 MODEL = "clothing-model"
 

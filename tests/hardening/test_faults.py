@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures import build_test_model, free_port, run_model_server, wait_ready
+from clothing.benchmarks.processes import free_port
+from tests.fixtures import build_test_model, run_model_server, wait_ready
 
 from .helpers import MODEL, run_gateway
 from .load import Load, tally

@@ -10,9 +10,10 @@ from collections import Counter
 import httpx
 import pytest
 
+from clothing.benchmarks.processes import free_port
 from clothing.gateway.app import create_app
 from clothing.gateway.settings import GatewaySettings
-from tests.fixtures import build_test_model, free_port, run_model_server
+from tests.fixtures import build_test_model, run_model_server
 
 from .helpers import MODEL, percentile, png_bytes
 

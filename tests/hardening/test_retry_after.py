@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.fixtures import free_port, run_model_server, wait_ready
+from clothing.benchmarks.processes import free_port
+from tests.fixtures import run_model_server, wait_ready
 
 from .helpers import MODEL, run_gateway
 
