@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def trained(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One epoch at 64 px on three classes: a real checkpoint in seconds."""
+    """One cached and one live epoch at 64 px on three classes: a real checkpoint in seconds."""
     output = tmp_path_factory.mktemp("train")
     code = main(
         [
@@ -43,6 +43,8 @@ def trained(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
             "--batch-size=8",
             "--augment-views=1",
             "--trainable-blocks=2",
+            "--full-epochs=1",
+            "--frozen-blocks=4",
             "--no-progress",
         ]
     )
@@ -74,10 +76,10 @@ def real_images(tiny_dataset: Path) -> np.ndarray:
 def test_training_writes_checkpoint_classes_and_history(trained: Path) -> None:
     assert (trained / "classes.txt").read_text().split() == list(TINY_CLASSES)
     history = json.loads((trained / "history.json").read_text())
-    assert len(history["epochs"]) == 1
-    epoch = history["epochs"][0]
-    assert 0.0 <= epoch["validation_accuracy"] <= 1.0
-    assert epoch["train_loss"] > 0
+    assert [epoch["stage"] for epoch in history["epochs"]] == ["cached", "full"]
+    for epoch in history["epochs"]:
+        assert 0.0 <= epoch["validation_accuracy"] <= 1.0
+        assert epoch["train_loss"] > 0
     assert history["training"]["seed"] == 1234
     assert len(history["training"]["data_sha256"]) == 64
     checkpoint = load_checkpoint(trained / "checkpoint.pt")

