@@ -235,6 +235,28 @@ def test_train_rejects_unknown_classes(
     assert "unknown classes socks" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--ema-decay=1", "--ema-decay must be at least 0 and below 1"),
+        ("--full-epochs=-1", "--full-epochs must be 0 or more"),
+        ("--frozen-blocks=-2", "--frozen-blocks must be 0 or more"),
+        ("--frozen-blocks=99", "--frozen-blocks must be between 0 and 16"),
+    ],
+)
+def test_train_rejects_bad_live_stage_options(
+    tiny_dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+    message: str,
+) -> None:
+    arguments = ["train", f"--data={tiny_dataset}", f"--output={tmp_path}", "--image-size=32"]
+    code = main([*arguments, "--epochs=0", "--head-epochs=0", "--full-epochs=1", option])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_model_server_serves_the_export_with_its_classes(exported: Path) -> None:
     with (
         run_model_server(exported) as server,

@@ -349,6 +349,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     split = SplitNetwork(
         build_network(config.arch, len(classes), size, size), config.trainable_blocks
     )
+    if config.full_epochs > 0:
+        live.frozen_modules(split.network, config.frozen_blocks)  # refuse a bad value up front
     split.freeze_trunk()
     started = time.monotonic()
     train_features, validation_features = cached_or_computed(
