@@ -6,7 +6,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
 import pytest
 
 from clothing.gateway.addresses import AddressPolicy, AllowList, resolve_with_getaddrinfo
@@ -17,7 +16,8 @@ from clothing.gateway.errors import (
     TooLarge,
     UpstreamTimeout,
 )
-from clothing.gateway.fetch import FetchLimits, ImageFetcher, new_http_client
+from clothing.gateway.fetch import FetchLimits, ImageFetcher, new_image_client
+from clothing.gateway.http_get import HttpGetter
 
 from .helpers import Route, jpeg, serve_images
 
@@ -58,7 +58,7 @@ def mapped(names: dict[str, str]):
 
 
 def fetcher(
-    client: httpx.AsyncClient,
+    client: HttpGetter,
     allow: Sequence[str] = (),
     names: dict[str, str] | None = None,
     **limits: Any,
@@ -69,9 +69,8 @@ def fetcher(
 
 
 @pytest.fixture
-async def client():
-    async with new_http_client(FetchLimits()) as http:
-        yield http
+def client() -> HttpGetter:
+    return new_image_client(FetchLimits())
 
 
 async def test_allow_listed_address_is_fetched(client, server):
@@ -190,10 +189,9 @@ async def test_https_uses_the_name_for_sni_and_certificate_checks(tls_files):
     trust = ssl.create_default_context(cafile=str(cert))
     names = {"images.test": "127.0.0.1", "impostor.test": "127.0.0.1"}
     with serve_images(routes(), tls=server_context) as server:
-        async with httpx.AsyncClient(verify=trust, trust_env=False) as client:
-            good = fetcher(client, ["127.0.0.1"], names)
-            result = await good.fetch(server.url("/a.jpg", host="images.test"))
-            assert result.content == IMAGE
-            with pytest.raises(ImageHostFailed):
-                # Same IP, but the certificate does not name impostor.test.
-                await good.fetch(server.url("/a.jpg", host="impostor.test"))
+        good = fetcher(HttpGetter(tls=trust), ["127.0.0.1"], names)
+        result = await good.fetch(server.url("/a.jpg", host="images.test"))
+        assert result.content == IMAGE
+        with pytest.raises(ImageHostFailed):
+            # Same IP, but the certificate does not name impostor.test.
+            await good.fetch(server.url("/a.jpg", host="impostor.test"))

@@ -17,7 +17,7 @@ import pytest
 
 from clothing.gateway.addresses import AddressPolicy, AllowList
 from clothing.gateway.errors import GatewayError, ImageHostFailed, TooLarge, UpstreamTimeout
-from clothing.gateway.fetch import FetchLimits, ImageFetcher, new_http_client
+from clothing.gateway.fetch import FetchLimits, ImageFetcher, new_image_client
 
 from .helpers import png_bytes
 
@@ -127,14 +127,13 @@ async def host() -> AsyncIterator[str]:
 
 async def _fetch(url: str) -> tuple[bytes | GatewayError, float]:
     policy = AddressPolicy(AllowList.parse(["127.0.0.1"]))
-    async with new_http_client(LIMITS) as client:
-        fetcher = ImageFetcher(client, policy, LIMITS)
-        started = time.monotonic()
-        try:
-            result: bytes | GatewayError = (await fetcher.fetch(url)).content
-        except GatewayError as error:
-            result = error
-        return result, time.monotonic() - started
+    fetcher = ImageFetcher(new_image_client(LIMITS), policy, LIMITS)
+    started = time.monotonic()
+    try:
+        result: bytes | GatewayError = (await fetcher.fetch(url)).content
+    except GatewayError as error:
+        result = error
+    return result, time.monotonic() - started
 
 
 async def test_a_good_host_still_works(host: str) -> None:
@@ -171,5 +170,5 @@ async def test_misbehaving_host_ends_in_the_documented_error_on_time(
 
 async def test_body_longer_than_announced_is_cut_at_content_length(host: str) -> None:
     result, _ = await _fetch(f"{host}/long-body.png")
-    # httpx stops at Content-Length: the fetcher sees 10 bytes, which then fail to decode.
+    # Framing stops at Content-Length: the fetcher sees 10 bytes, which then fail to decode.
     assert result == IMAGE[:10]

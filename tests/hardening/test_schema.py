@@ -30,6 +30,7 @@ from schemathesis.specs.openapi.checks import (
 
 from clothing.gateway.addresses import IPAddress
 from clothing.gateway.app import create_app
+from clothing.gateway.http_get import HttpGetter
 from clothing.gateway.settings import GatewaySettings
 from tests.fixtures import build_test_model, run_model_server
 
@@ -50,8 +51,10 @@ async def documentation_address(host: str, port: int) -> list[IPAddress]:
     return [ipaddress.ip_address("192.0.2.10")]
 
 
-def never_called(request: httpx.Request) -> httpx.Response:
-    raise AssertionError(f"the gateway fetched {request.url}")
+async def never_called(
+    host: str, port: int, **options: Any
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    raise AssertionError(f"the gateway connected to {host}:{port}")
 
 
 class InProcessGateway:
@@ -104,7 +107,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessGatew
     with run_model_server(base) as server:
         app = create_app(
             GatewaySettings(tf_serving_host=server.grpc_address, max_batch=4),
-            http_client=httpx.AsyncClient(transport=httpx.MockTransport(never_called)),
+            image_client=HttpGetter(open_connection=never_called),
             resolver=documentation_address,
         )
         with InProcessGateway(app) as running:

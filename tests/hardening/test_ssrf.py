@@ -1,30 +1,33 @@
 """SSRF through the whole gateway app, DNS rebinding included.
 
-The gateway runs in-process with an injected resolver and an
-``httpx.MockTransport`` as its outbound client: nothing leaves the process,
-and the transport records every connection the gateway would have made, so
-the tests can prove that a refused URL was never requested.
+The gateway runs in-process with an injected resolver and a recording
+connection opener: nothing leaves the machine, and the opener records every
+address the gateway connected to, so the tests can prove that a refused URL
+was never requested.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import ipaddress
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from clothing.gateway.addresses import IPAddress, resolve_with_getaddrinfo
 from clothing.gateway.app import create_app
+from clothing.gateway.http_get import HttpGetter
 from clothing.gateway.settings import GatewaySettings
 from tests.fixtures import ModelServerProcess, build_test_model, run_model_server
 
 from . import bombs
 from .helpers import MODEL, png_bytes
 
-PUBLIC = "93.184.216.34"  # never contacted: the mock transport answers instead
+PUBLIC = "93.184.216.34"  # never contacted: the recorder answers instead
 IMAGE = png_bytes()
 
 
@@ -46,17 +49,51 @@ class FakeDns:
 
 
 class Recorder:
-    """The outbound transport: records (connected-to host, Host header, path)."""
+    """The outbound side: records (connected-to address, Host header, path).
+
+    Its ``open_connection`` is the gateway's connection opener: it notes the
+    address the gateway asked for and connects to a local answering server
+    instead, so nothing leaves the machine.
+    """
 
     def __init__(self, redirects: dict[str, str] | None = None) -> None:
         self.seen: list[tuple[str, str, str]] = []
         self.redirects = redirects or {}
+        self._asked: list[str] = []
+        self._server: asyncio.Server | None = None
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.seen.append((request.url.host, request.headers["Host"], request.url.path))
-        if request.url.path in self.redirects:
-            return httpx.Response(302, headers={"Location": self.redirects[request.url.path]})
-        return httpx.Response(200, content=IMAGE)
+    async def __aenter__(self) -> Recorder:
+        self._server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def open_connection(
+        self, host: str, port: int, **options: Any
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        assert self._server is not None
+        self._asked.append(host)
+        local_port = self._server.sockets[0].getsockname()[1]
+        return await asyncio.open_connection("127.0.0.1", local_port, limit=options["limit"])
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        path = (await reader.readline()).decode().split(" ")[1]
+        headers: dict[str, str] = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        self.seen.append((self._asked.pop(0), headers["host"], path))
+        if path in self.redirects:
+            head = f"HTTP/1.1 302 Found\r\nLocation: {self.redirects[path]}\r\n"
+            writer.write(f"{head}Content-Length: 0\r\n\r\n".encode())
+        else:
+            writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {len(IMAGE)}\r\n\r\n".encode())
+            writer.write(IMAGE)
+        await writer.drain()
+        writer.close()
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +109,9 @@ async def _gateway(
     server: ModelServerProcess, dns: FakeDns, recorder: Recorder
 ) -> AsyncIterator[httpx.AsyncClient]:
     settings = GatewaySettings(tf_serving_host=server.grpc_address, ready_cache_seconds=0.0)
-    outbound = httpx.AsyncClient(transport=httpx.MockTransport(recorder), follow_redirects=False)
-    app = create_app(settings, http_client=outbound, resolver=dns)
-    async with app.router.lifespan_context(app), outbound:
+    outbound = HttpGetter(open_connection=recorder.open_connection)
+    app = create_app(settings, image_client=outbound, resolver=dns)
+    async with recorder, app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
             yield client

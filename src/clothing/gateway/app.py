@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -35,7 +34,8 @@ from clothing.gateway.errors import (
     TooLarge,
     ValidationFailed,
 )
-from clothing.gateway.fetch import ImageFetcher, new_http_client
+from clothing.gateway.fetch import ImageFetcher, new_image_client
+from clothing.gateway.http_get import HttpGetter
 from clothing.gateway.inputs import batch_inputs, describe_errors, single_input
 from clothing.gateway.metrics import GatewayMetrics
 from clothing.gateway.model_client import ModelClient
@@ -170,16 +170,16 @@ class _Guard:
 def create_app(
     settings: GatewaySettings,
     *,
-    http_client: httpx.AsyncClient | None = None,
+    image_client: HttpGetter | None = None,
     resolver: Resolver | None = None,
 ) -> FastAPI:
-    """Build the gateway; ``http_client`` and ``resolver`` let tests bring their own."""
+    """Build the gateway; ``image_client`` and ``resolver`` let tests bring their own."""
     metrics = GatewayMetrics()
     labels = settings.load_labels()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = http_client or new_http_client(settings.fetch_limits)
+        client = image_client or new_image_client(settings.fetch_limits)
         model = ModelClient(
             settings.tf_serving_host,
             settings.model_name,
@@ -204,8 +204,6 @@ def create_app(
                 yield
             finally:
                 await model.close()
-                if http_client is None:
-                    await client.aclose()
 
     app = FastAPI(
         title="Clothing classifier gateway",

@@ -4,9 +4,10 @@ Each hop (the first request and every redirect, at most ``max_redirects``):
 
 1. only ``http`` and ``https`` URLs without credentials are accepted;
 2. the host is resolved once and every address checked (:mod:`.addresses`);
-3. the request goes to the checked IP itself, with the original ``Host`` header
-   and, for https, the original name as SNI so certificate checks still apply
-   to the name: no second DNS lookup can swap the address (DNS rebinding);
+3. the request goes to the checked IP itself (:mod:`.http_get`, a fresh
+   connection each time), with the original ``Host`` header and, for https,
+   the original name as SNI so certificate checks still apply to the name: no
+   second DNS lookup can swap the address (DNS rebinding);
 4. the body is streamed and cut at ``max_bytes`` (an announced
    ``Content-Length`` over the cap is refused before reading).
 
@@ -29,6 +30,7 @@ from clothing.gateway.errors import (
     TooLarge,
     UpstreamTimeout,
 )
+from clothing.gateway.http_get import BodyTooLarge, HttpGetError, HttpGetter, HttpGetTimeout
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -50,25 +52,12 @@ class FetchResult:
     redirects: int
 
 
-def new_http_client(limits: FetchLimits) -> httpx.AsyncClient:
-    """The client the gateway uses by default.
+def new_image_client(limits: FetchLimits) -> HttpGetter:
+    """The downloader the gateway uses by default: system CA store, the limits' timeouts.
 
-    No keep-alive: a pooled connection is keyed by IP, and reusing one that was
-    verified for another name on the same IP would skip that name's TLS check.
-    ``trust_env=False`` so no proxy variable sends requests around the checks.
+    It never uses proxy variables, so nothing sends requests around the checks.
     """
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(
-            connect=limits.connect_timeout,
-            read=limits.read_timeout,
-            write=limits.read_timeout,
-            pool=limits.connect_timeout,
-        ),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=0),
-        follow_redirects=False,
-        trust_env=False,
-        headers={"User-Agent": "clothing-gateway", "Accept": "image/*"},
-    )
+    return HttpGetter(connect_timeout=limits.connect_timeout, read_timeout=limits.read_timeout)
 
 
 def parse_image_url(raw: str) -> httpx.URL:
@@ -88,9 +77,9 @@ def parse_image_url(raw: str) -> httpx.URL:
 
 @dataclass
 class ImageFetcher:
-    """Fetches image bytes through an injected ``httpx.AsyncClient``."""
+    """Fetches image bytes through an injected :class:`HttpGetter`."""
 
-    client: httpx.AsyncClient
+    client: HttpGetter
     policy: AddressPolicy = field(default_factory=AddressPolicy)
     limits: FetchLimits = field(default_factory=FetchLimits)
 
@@ -115,44 +104,31 @@ class ImageFetcher:
         """The body, or the next URL when the answer is a redirect."""
         port = url.port or _DEFAULT_PORTS[url.scheme]
         address = await self.policy.checked_address(url.host, port)
-        host_header = url.netloc.decode("ascii")
-        # httpx brackets an IPv6 host itself.
-        target = url.copy_with(host=str(address), port=port)
-        extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
-        request = self.client.build_request(
-            "GET", target, headers={"Host": host_header}, extensions=extensions
-        )
-        try:
-            response = await self.client.send(request, stream=True, follow_redirects=False)
-        except httpx.TimeoutException:
-            raise UpstreamTimeout("image host timed out") from None
-        except httpx.HTTPError as error:
-            raise ImageHostFailed(f"image host failed: {type(error).__name__}") from None
-        try:
-            if response.status_code in _REDIRECTS:
-                location = response.headers.get("Location")
-                if not location:
-                    raise ImageHostFailed("redirect without a Location header")
-                return parse_image_url(str(url.join(location)))
-            if response.status_code != 200:
-                raise ImageHostFailed(f"image host answered HTTP {response.status_code}")
-            return await self._read_capped(response)
-        finally:
-            await response.aclose()
-
-    async def _read_capped(self, response: httpx.Response) -> bytes:
         cap = self.limits.max_bytes
-        announced = response.headers.get("Content-Length", "")
-        if announced.isdigit() and int(announced) > cap:
-            raise TooLarge(f"image is {int(announced)} bytes, the limit is {cap}")
-        body = bytearray()
         try:
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > cap:
-                    raise TooLarge(f"image is over the limit of {cap} bytes")
-        except httpx.TimeoutException:
-            raise UpstreamTimeout("image host timed out while sending") from None
-        except httpx.HTTPError as error:
-            raise ImageHostFailed(f"image download failed: {type(error).__name__}") from None
-        return bytes(body)
+            response = await self.client.get(
+                str(address),
+                port,
+                host_header=url.netloc.decode("ascii"),
+                target=url.raw_path.decode("ascii"),
+                tls_name=url.host if url.scheme == "https" else None,
+                max_bytes=cap,
+            )
+        except BodyTooLarge as error:
+            if error.announced is not None:
+                raise TooLarge(f"image is {error.announced} bytes, the limit is {cap}") from None
+            raise TooLarge(f"image is over the limit of {cap} bytes") from None
+        except HttpGetTimeout as error:
+            during = " while sending" if error.in_body else ""
+            raise UpstreamTimeout(f"image host timed out{during}") from None
+        except HttpGetError as error:
+            what = "image download failed" if error.in_body else "image host failed"
+            raise ImageHostFailed(f"{what}: {error}") from None
+        if response.status in _REDIRECTS:
+            location = response.headers.get("location")
+            if not location:
+                raise ImageHostFailed("redirect without a Location header")
+            return parse_image_url(str(url.join(location)))
+        if response.status != 200:
+            raise ImageHostFailed(f"image host answered HTTP {response.status}")
+        return response.body
