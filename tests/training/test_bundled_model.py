@@ -72,10 +72,5 @@ def test_bundled_model_accuracy_matches_its_metadata(measured_accuracy: float) -
 @pytest.mark.dataset
 @pytest.mark.slow
 @needs_dataset
-@pytest.mark.xfail(
-    strict=True,
-    reason="version 1 measures 0.889 (303/341); augmented views, flip averaging and four"
-    " fine-tuned blocks fall short of 0.90 (see MODEL_CARD.md)",
-)
 def test_bundled_model_reaches_target_accuracy(measured_accuracy: float) -> None:
     assert measured_accuracy >= TARGET_ACCURACY
