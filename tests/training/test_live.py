@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from clothing.training import live
 from clothing.training.data import list_classes, list_images
@@ -17,29 +19,39 @@ SIZE = 64
 FROZEN = 3
 
 
-def _epoch(tiny_dataset: Path) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+def _train_data(tiny_dataset: Path) -> live.DecodedImages:
     folder = tiny_dataset / "train"
-    data = live.decode_all(list_images(folder, list_classes(folder)))
-    network = build_network("lite0", 3, SIZE, SIZE)
-    before = {name: value.clone() for name, value in network.state_dict().items()}
+    return live.decode_all(list_images(folder, list_classes(folder)))
+
+
+def _run_epoch(
+    network: EfficientNet, data: live.DecodedImages, average: AveragedModel | None = None
+) -> tuple[float, float]:
+    """One live epoch with the first FROZEN blocks frozen, at a high constant rate."""
     optimizer = torch.optim.AdamW(live.prepare(network, FROZEN), lr=1e-2)
-    scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
-    loss, accuracy = live.run_live_epoch(
+    return live.run_live_epoch(
         live.LiveEpoch(
             network=network,
             data=data,
             size=SIZE,
             frozen_blocks=FROZEN,
             optimizer=optimizer,
-            scheduler=scheduler,
+            scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0),
             criterion=nn.CrossEntropyLoss(),
             generator=torch.Generator().manual_seed(0),
             rng=np.random.default_rng(0),
             batch_size=6,
             description="test",
             show_progress=False,
+            average=average,
         )
     )
+
+
+def _epoch(tiny_dataset: Path) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    network = build_network("lite0", 3, SIZE, SIZE)
+    before = {name: value.clone() for name, value in network.state_dict().items()}
+    loss, accuracy = _run_epoch(network, _train_data(tiny_dataset))
     assert loss > 0
     assert 0.0 <= accuracy <= 1.0
     return network, before
@@ -86,30 +98,12 @@ def test_evaluation_uses_the_serving_preprocessing(tiny_dataset: Path) -> None:
 
 
 def test_the_exponential_average_trails_the_trained_weights(tiny_dataset: Path) -> None:
-    folder = tiny_dataset / "train"
-    data = live.decode_all(list_images(folder, list_classes(folder)))
+    data = _train_data(tiny_dataset)
     torch.manual_seed(0)
     network = build_network("lite0", 3, SIZE, SIZE)
     start = network._fc.weight.detach().clone()
     average = live.exponential_average(network, 0.5)
-    optimizer = torch.optim.AdamW(live.prepare(network, FROZEN), lr=1e-2)
-    live.run_live_epoch(
-        live.LiveEpoch(
-            network=network,
-            data=data,
-            size=SIZE,
-            frozen_blocks=FROZEN,
-            optimizer=optimizer,
-            scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0),
-            criterion=nn.CrossEntropyLoss(),
-            generator=torch.Generator().manual_seed(0),
-            rng=np.random.default_rng(0),
-            batch_size=6,
-            description="test",
-            show_progress=False,
-            average=average,
-        )
-    )
+    _run_epoch(network, data, average)
     averaged = average.module.get_parameter("_fc.weight").detach()
     trained = network._fc.weight.detach()
     assert not torch.equal(averaged, start)

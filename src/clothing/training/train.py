@@ -248,6 +248,17 @@ def save_outputs(
     return checkpoint
 
 
+def _recorded(record: EpochRecord, log: Callable[[str], None]) -> EpochRecord:
+    """Log one epoch's line (live epochs marked ``(full)``) and return the record."""
+    stage = " (full)" if record.stage == "full" else ""
+    log(
+        f"epoch {record.epoch}{stage}: train loss {record.train_loss:.4f}"
+        f" acc {record.train_accuracy:.4f} | validation loss {record.validation_loss:.4f}"
+        f" acc {record.validation_accuracy:.4f}"
+    )
+    return record
+
+
 @dataclass(frozen=True)
 class LiveInputs:
     train_set: LabelledImages
@@ -310,20 +321,20 @@ def fine_tune_live(
         validation_loss, validation_accuracy = live.evaluate_pixels(
             measured, validation_pixels, validation_data.labels, config.batch_size
         )
-        record = EpochRecord(
-            epoch=epoch,
-            train_loss=train_loss,
-            train_accuracy=train_accuracy,
-            validation_loss=validation_loss,
-            validation_accuracy=validation_accuracy,
-            learning_rate=optimizer.param_groups[0]["lr"],
-            seconds=time.monotonic() - epoch_started,
-            stage="full",
-        )
-        history.append(record)
-        log(
-            f"epoch {epoch} (full): train loss {train_loss:.4f} acc {train_accuracy:.4f}"
-            f" | validation loss {validation_loss:.4f} acc {validation_accuracy:.4f}"
+        history.append(
+            _recorded(
+                EpochRecord(
+                    epoch=epoch,
+                    train_loss=train_loss,
+                    train_accuracy=train_accuracy,
+                    validation_loss=validation_loss,
+                    validation_accuracy=validation_accuracy,
+                    learning_rate=optimizer.param_groups[0]["lr"],
+                    seconds=time.monotonic() - epoch_started,
+                    stage="full",
+                ),
+                log,
+            )
         )
         if validation_accuracy > best_accuracy:
             best_epoch, best_accuracy = epoch, validation_accuracy
@@ -416,19 +427,19 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         validation_loss, validation_accuracy = evaluate_cached(
             split, validation_features, validation_labels, config.batch_size
         )
-        record = EpochRecord(
-            epoch=epoch,
-            train_loss=train_loss,
-            train_accuracy=train_accuracy,
-            validation_loss=validation_loss,
-            validation_accuracy=validation_accuracy,
-            learning_rate=optimizer.param_groups[0]["lr"],
-            seconds=time.monotonic() - epoch_started,
-        )
-        history.append(record)
-        log(
-            f"epoch {epoch}: train loss {record.train_loss:.4f} acc {record.train_accuracy:.4f}"
-            f" | validation loss {validation_loss:.4f} acc {validation_accuracy:.4f}"
+        history.append(
+            _recorded(
+                EpochRecord(
+                    epoch=epoch,
+                    train_loss=train_loss,
+                    train_accuracy=train_accuracy,
+                    validation_loss=validation_loss,
+                    validation_accuracy=validation_accuracy,
+                    learning_rate=optimizer.param_groups[0]["lr"],
+                    seconds=time.monotonic() - epoch_started,
+                ),
+                log,
+            )
         )
         # Strictly better only: ties keep the earlier, less fitted epoch.
         if validation_accuracy > best_accuracy:
