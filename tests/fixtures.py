@@ -12,6 +12,7 @@ that the process exits 0.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,3 +261,36 @@ def json_body(response: httpx.Response) -> Any:
         return response.json()
     except ValueError as error:
         raise AssertionError(f"not JSON: {response.status_code} {response.text!r}") from error
+
+
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def raw_tcp_server(handler: RawHandler) -> AsyncIterator[int]:
+    """A raw asyncio server on 127.0.0.1; yields its port.
+
+    Each connection is aborted when its handler ends, and handlers still running
+    at the end (hosts that never answer) are cancelled, so no stream outlives
+    the test's event loop.
+    """
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        try:
+            await handler(reader, writer)
+        finally:
+            writer.transport.abort()
+
+    server = await asyncio.start_server(tracked, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()

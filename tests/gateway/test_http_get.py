@@ -14,6 +14,7 @@ from clothing.gateway.http_get import (
     HttpGetter,
     HttpGetTimeout,
 )
+from tests.fixtures import raw_tcp_server
 
 BODY = bytes(range(256)) * 40  # 10 KiB
 ANSWERS: dict[str, bytes] = {
@@ -32,32 +33,18 @@ ANSWERS: dict[str, bytes] = {
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[int, list[bytes]]]:
     requests: list[bytes] = []
-    handlers: set[asyncio.Task[None]] = set()
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        handlers.add(task)
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            requests.append(head)
-            path = head.split(b" ")[1].decode()
-            if path == "/slow-head":
-                await asyncio.sleep(5)
-            writer.write(ANSWERS[path])
-            await writer.drain()
-        finally:
-            writer.transport.abort()
+        head = await reader.readuntil(b"\r\n\r\n")
+        requests.append(head)
+        path = head.split(b" ")[1].decode()
+        if path == "/slow-head":
+            await asyncio.sleep(5)
+        writer.write(ANSWERS[path])
+        await writer.drain()
 
-    listener = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        yield listener.sockets[0].getsockname()[1], requests
-    finally:
-        listener.close()
-        for task in handlers:
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        await listener.wait_closed()
+    async with raw_tcp_server(answer) as port:
+        yield port, requests
 
 
 async def _get(port: int, path: str, *, cap: int = 1 << 20, read_timeout: float = 2.0) -> bytes:

@@ -11,13 +11,14 @@ import asyncio
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from clothing.gateway.addresses import AddressPolicy, AllowList
 from clothing.gateway.errors import GatewayError, ImageHostFailed, TooLarge, UpstreamTimeout
 from clothing.gateway.fetch import FetchLimits, ImageFetcher, new_image_client
+from tests.fixtures import raw_tcp_server
 
 from .helpers import png_bytes
 
@@ -25,8 +26,6 @@ LIMITS = FetchLimits(
     max_bytes=64 * 1024, max_redirects=3, connect_timeout=1.0, read_timeout=1.0, total_timeout=2.5
 )
 IMAGE = png_bytes()
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 def _head(status: str, headers: dict[str, str]) -> bytes:
@@ -101,28 +100,8 @@ class _quietly:
 
 @pytest.fixture
 async def host() -> AsyncIterator[str]:
-    handlers: set[asyncio.Task[None]] = set()
-
-    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        handlers.add(task)
-        try:
-            await _route(reader, writer)
-        finally:
-            writer.transport.abort()
-
-    server = await asyncio.start_server(tracked, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with raw_tcp_server(_route) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.close()
-        # Handlers still sleeping (the silent hosts) end with the test.
-        for task in handlers:
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        await server.wait_closed()
 
 
 async def _fetch(url: str) -> tuple[bytes | GatewayError, float]:
