@@ -17,6 +17,7 @@ import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httptools
 
@@ -24,6 +25,7 @@ import httptools
 MAX_HEAD_BYTES = 64 * 1024
 _READ_SIZE = 64 * 1024
 
+T = TypeVar("T")
 Opener = Callable[..., Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 
@@ -133,7 +135,7 @@ class HttpGetter:
         except (OSError, ValueError) as error:  # refused, unreachable, TLS failures
             raise HttpGetError(type(error).__name__) from None
 
-    async def _timed(self, step: Awaitable[object]) -> object:
+    async def _timed(self, step: Awaitable[T]) -> T:
         try:
             async with asyncio.timeout(self.read_timeout):
                 return await step
@@ -171,7 +173,6 @@ class HttpGetter:
             raise
         except (OSError, ValueError) as error:  # reset, TLS errors mid-stream
             raise HttpGetError(type(error).__name__, in_body=message.headers_done) from None
-        assert isinstance(chunk, bytes)
         return chunk
 
     @staticmethod
