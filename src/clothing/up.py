@@ -123,8 +123,11 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
 
+    received: list[str] = []
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        raise _Stop(signal.Signals(signum).name)
+        received.append(signal.Signals(signum).name)
+        raise _Stop(received[-1])
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     processes: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -140,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
         local = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host  # noqa: S104
         print(f"\nReady: open http://{local}:{args.gateway_port}/  (Ctrl-C stops)\n", flush=True)
         while True:
+            # A raise that lands in a garbage-collection callback is dropped; this is not.
+            if received:
+                raise _Stop(received[0])
             for name, process in processes:
                 if process.poll() is not None:
                     print(f"clothing up: the {name} exited ({process.returncode})", file=sys.stderr)

@@ -137,6 +137,7 @@ def test_sigterm_mid_run_stops_every_system(tmp_path):
         _, stderr = bench.communicate(timeout=90)
     finally:
         bench.kill()
+        bench.communicate()  # closes the pipes even when the wait above timed out
     assert bench.returncode == 130, stderr[-2000:]
     assert "interrupted" in stderr
     assert "Traceback" not in stderr

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import statistics
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -371,4 +372,26 @@ def run_benchmark(config: BenchConfig, progress_factory: Callable[[int], Any]) -
     """Run everything ``config`` asks for; ``progress_factory(total)`` makes the bar."""
     with progress_factory(config.cells()) as progress:
         bench = Bench(config, progress)
-        return asyncio.run(bench.run())
+        try:
+            return asyncio.run(_cancelled_by_sigterm(bench.run()))
+        except asyncio.CancelledError:
+            raise KeyboardInterrupt from None
+
+
+async def _cancelled_by_sigterm(run: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Await ``run``; SIGTERM cancels it, so every ``with`` on the way out stops its system.
+
+    The loop dispatches the signal between callbacks. A Python-level handler that
+    raises instead can fire inside a garbage-collection callback, where the
+    exception is printed and dropped and the run goes on.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(run)
+    previous = signal.getsignal(signal.SIGTERM)
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await task
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
