@@ -115,6 +115,8 @@ def gateway(options: ServingOptions, upstream: ModelServerEndpoint) -> Iterator[
         f"--allow-hosts={LOOPBACK}",
         # The other systems have no deadline; a 5 s one would turn queueing into errors.
         "--grpc-deadline=120",
+        # The baseline and LitServe run without a per-request access log; so does ours here.
+        "--log-level=warning",
     )
     base = f"http://{LOOPBACK}:{port}"
     with run_service(
