@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import httpx
 import numpy as np
 
 from clothing.benchmarks.processes import free_port, stop_process
+from clothing.readiness import poll_until_ok
 
 CLASSES = (
     "dress",
@@ -187,20 +187,9 @@ class ModelServerProcess:
 
 def wait_ready(url: str, process: subprocess.Popen[bytes] | None, timeout: float) -> None:
     """Poll ``url`` until it answers 200; fail early if the process died."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"model server exited with {process.returncode} ({last})")
-        try:
-            answer = httpx.get(url, timeout=2.0)
-            if answer.status_code == 200:
-                return
-            last = f"{answer.status_code} {answer.text}"
-        except httpx.TransportError as error:
-            last = repr(error)
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready after {timeout}s: {last}")
+    failure = poll_until_ok(url, process, timeout=timeout)
+    if failure is not None:
+        raise TimeoutError(f"{url}: {failure}")
 
 
 @contextlib.contextmanager

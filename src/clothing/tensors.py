@@ -140,6 +140,8 @@ def _from_typed_values(
     if proto.dtype == types_pb2.DT_HALF:
         raw = np.asarray(values, dtype=np.uint16).view(np.float16)
     else:
+        if spec.field == "int_val" and len(values):
+            _check_int_range(values, native, proto.dtype)
         try:
             raw = np.asarray(values, dtype=native)
         except OverflowError:
@@ -152,6 +154,16 @@ def _from_typed_values(
     if raw.size == 0 and count == 0:
         return np.empty(dims, dtype=native)
     raise TensorError(f"{spec.field} has {raw.size} values, shape {list(dims)} needs {count}")
+
+
+def _check_int_range(values: Sequence[int], dtype: np.dtype[np.generic], proto_dtype: int) -> None:
+    """``int_val`` holds int32s for every narrower type; numpy would wrap 300 to 44 in a uint8."""
+    limits = np.iinfo(dtype)  # type: ignore[type-var]
+    wide = np.asarray(values, dtype=np.int64)
+    if wide.min() < limits.min or wide.max() > limits.max:
+        raise TensorError(
+            f"a value does not fit {dtype_name(proto_dtype)} (range {limits.min}..{limits.max})"
+        )
 
 
 def from_numpy(array: np.ndarray, *, use_tensor_content: bool = True) -> tensor_pb2.TensorProto:

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from clothing.readiness import poll_until_ok
+
 GRACE_SECONDS = 15.0
 
 
@@ -85,21 +87,6 @@ def _children(args: argparse.Namespace) -> list[tuple[str, list[str], str]]:
     ]
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], deadline: float) -> bool:
-    import httpx
-
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return True
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    return False
-
-
 def _stop(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
     # The gateway goes first so it stops taking requests before its backend leaves.
     for name, process in reversed(processes):
@@ -137,8 +124,11 @@ def run(args: argparse.Namespace) -> int:
             # A session of its own: Ctrl-C reaches only us, and we stop children in order.
             process = subprocess.Popen(command, start_new_session=True)
             processes.append((name, process))
-            if not _wait_ready(ready_url, process, deadline):
-                print(f"clothing up: the {name} did not become ready", file=sys.stderr)
+            failure = poll_until_ok(
+                ready_url, process, timeout=max(0.0, deadline - time.monotonic()), interval=0.2
+            )
+            if failure is not None:
+                print(f"clothing up: the {name} did not become ready: {failure}", file=sys.stderr)
                 return 1
         local = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host  # noqa: S104
         print(f"\nReady: open http://{local}:{args.gateway_port}/  (Ctrl-C stops)\n", flush=True)

@@ -6,6 +6,7 @@ import asyncio
 import base64
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import pytest
@@ -187,3 +188,44 @@ async def test_cors(serve: ServerFactory, base_path: Path) -> None:
         assert preflight.headers["access-control-allow-origin"] == origin
         other = await client.get("/healthz", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+async def test_refused_requests_are_counted_with_bounded_labels(
+    serve: ServerFactory, base_path: Path
+) -> None:
+    async with (
+        serve((ModelConfig(MODEL, base_path),)) as running,
+        httpx.AsyncClient(base_url=running.rest_url) as client,
+    ):
+        assert (await client.post(f"/v1/models/{MODEL}:predict", content=b"{")).status_code == 400
+        missing = await client.post("/v1/models/random-1:predict", json={"instances": [1]})
+        assert missing.status_code == 404
+        bad_tensor = request_for(images(1))
+        bad_tensor.inputs["image"].tensor_content = b"\x00"  # far fewer bytes than the shape
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await running.predictions.Predict(bad_tensor)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        unknown = request_for(images(1))
+        unknown.model_spec.name = "random-2"
+        unknown.model_spec.signature_name = "made-up"
+        with pytest.raises(grpc.aio.AioRpcError):
+            await running.predictions.Predict(unknown)
+        text = (await client.get("/metrics")).text
+    assert (
+        'model_server_requests_total{code="INVALID_ARGUMENT",model="clothing-model",'
+        'signature="serving_default",transport="rest",version="none"} 1.0' in text
+    )
+    assert (
+        'model_server_requests_total{code="INVALID_ARGUMENT",model="clothing-model",'
+        'signature="serving_default",transport="grpc",version="none"} 1.0' in text
+    )
+    assert (
+        'model_server_requests_total{code="NOT_FOUND",model="(unknown)",'
+        'signature="serving_default",transport="rest",version="none"} 1.0' in text
+    )
+    assert (
+        'model_server_requests_total{code="NOT_FOUND",model="(unknown)",'
+        'signature="(unknown)",transport="grpc",version="none"} 1.0' in text
+    )
+    assert "random-" not in text
+    assert "made-up" not in text

@@ -10,11 +10,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from clothing.readiness import poll_until_ok
 
 LOOPBACK = "127.0.0.1"
 
@@ -101,22 +101,11 @@ class Service:
 
 
 def wait_http_ready(service: Service, url: str, timeout: float) -> None:
-    """Poll ``url`` until it answers 200; fail early if the process died."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        service.check_alive()
-        try:
-            with urllib.request.urlopen(url, timeout=2.0) as answer:  # noqa: S310 (loopback only)
-                if answer.status == 200:
-                    return
-                last = f"HTTP {answer.status}"
-        except urllib.error.HTTPError as error:
-            last = f"HTTP {error.code}"
-        except (OSError, urllib.error.URLError) as error:
-            last = repr(error)
-        time.sleep(0.1)
-    raise ServiceError(f"{service.name}: {url} not ready after {timeout:.0f}s ({last})")
+    """Poll ``url`` until it answers 200; fail early, with the log, if the process died."""
+    failure = poll_until_ok(url, service.process, timeout=timeout)
+    service.check_alive()
+    if failure is not None:
+        raise ServiceError(f"{service.name}: {url} {failure}")
 
 
 def python_command(*args: str) -> list[str]:

@@ -32,6 +32,7 @@ from clothing.model_server.repository import ModelVersion, Repository
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_LABEL = "(unknown)"
 DEFAULT_SIGNATURE = "serving_default"
 METADATA_FIELDS = ("signature_def", "model_info")
 
@@ -108,6 +109,16 @@ class Dataplane:
         self.metrics = metrics
         self._executor = executor
 
+    def _labels(self, model: str, version: str, signature: str, transport: str) -> dict[str, str]:
+        # Names a client made up become one label value each, so random names in
+        # requests cannot grow the metrics without bound.
+        return {
+            "model": model if model in self.repository.models else UNKNOWN_LABEL,
+            "version": version,
+            "signature": signature if signature == DEFAULT_SIGNATURE else UNKNOWN_LABEL,
+            "transport": transport,
+        }
+
     @contextlib.contextmanager
     def _observe(self, model: str, signature: str, transport: str) -> Iterator[list[str]]:
         """Count and time one request; the caller fills in the version it served."""
@@ -123,15 +134,15 @@ class Dataplane:
             code = "INTERNAL"
             raise
         finally:
-            labels = {
-                "model": model,
-                "version": version[0],
-                "signature": signature,
-                "transport": transport,
-            }
+            labels = self._labels(model, version[0], signature, transport)
             self.metrics.requests.labels(**labels, code=code).inc()
             if code == "OK":
                 self.metrics.latency.labels(**labels).observe(time.perf_counter() - started)
+
+    def count_refused(self, model: str, signature_name: str, transport: str, code: str) -> None:
+        """Count a Predict refused while its body was decoded, before :meth:`predict`."""
+        labels = self._labels(model, "none", signature_name or DEFAULT_SIGNATURE, transport)
+        self.metrics.requests.labels(**labels, code=code).inc()
 
     async def predict(
         self,

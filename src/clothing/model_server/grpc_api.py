@@ -152,20 +152,6 @@ def declared_bytes(proto: Any) -> int:
     return count * tensors.numpy_dtype(proto.dtype).itemsize
 
 
-def check_typed_range(proto: Any) -> None:
-    """Integer ``int_val`` values must fit the dtype: numpy would wrap 300 to 44."""
-    dtype = tensors.numpy_dtype(proto.dtype)
-    if dtype.kind not in "iu" or not proto.int_val:
-        return
-    limits = np.iinfo(dtype.type)  # type: ignore[type-var]
-    values = np.asarray(proto.int_val, dtype=np.int64)
-    if values.min() < limits.min or values.max() > limits.max:
-        raise tensors.TensorError(
-            f"a value does not fit {tensors.dtype_name(proto.dtype)} "
-            f"(range {limits.min}..{limits.max})"
-        )
-
-
 class _Base:
     def __init__(
         self,
@@ -180,11 +166,7 @@ class _Base:
 
 
 class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceServicer):
-    @_grpc_errors
-    async def Predict(
-        self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
-    ) -> predict_pb2.PredictResponse:
-        version, label = spec_choice(request.model_spec)
+    def _decode_inputs(self, request: predict_pb2.PredictRequest) -> dict[str, np.ndarray]:
         inputs: dict[str, np.ndarray] = {}
         for name, proto in request.inputs.items():
             try:
@@ -194,10 +176,24 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
                         f"input {name}: shape {[int(d.size) for d in proto.tensor_shape.dim]} "
                         f"needs {size} bytes, over the {self.max_tensor_bytes}-byte limit"
                     )
-                check_typed_range(proto)
                 inputs[name] = tensors.to_numpy(proto)
             except tensors.TensorError as error:
                 raise InvalidArgument(f"input {name}: {error}") from None
+        return inputs
+
+    @_grpc_errors
+    async def Predict(
+        self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> predict_pb2.PredictResponse:
+        spec = request.model_spec
+        try:
+            version, label = spec_choice(spec)
+            inputs = self._decode_inputs(request)
+        except ServingError as error:
+            self.dataplane.count_refused(
+                spec.name, spec.signature_name, "grpc", error.code.grpc_name
+            )
+            raise
         result = await self.dataplane.predict(
             request.model_spec.name,
             inputs,

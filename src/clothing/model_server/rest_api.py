@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
@@ -82,6 +83,32 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _decode_predict(
+    request: Request,
+    dataplane: Dataplane,
+    *,
+    name: str,
+    version: str | None,
+    label: str | None,
+    limit: int,
+) -> tuple[rest_codec.RestRequest, int | None, dict[str, np.ndarray]]:
+    """Body, version and input arrays of a REST Predict; a refusal here is counted too."""
+    signature_name = ""
+    try:
+        raw = await _read_body(request, limit)
+        parsed = await run_in_threadpool(rest_codec.parse_body, raw)
+        signature_name = parsed.signature_name
+        number = _version(version)
+        signature = dataplane.metadata(name, version=number, label=label).signatures[
+            DEFAULT_SIGNATURE
+        ]
+        inputs = await run_in_threadpool(rest_codec.decode_inputs, parsed, signature)
+    except ServingError as error:
+        dataplane.count_refused(name, signature_name, "rest", error.code.grpc_name)
+        raise
+    return parsed, number, inputs
 
 
 def build_app(
@@ -185,13 +212,9 @@ def build_app(
     async def predict(
         request: Request, name: str, version: str | None, label: str | None
     ) -> Response:
-        raw = await _read_body(request, max_message_bytes)
-        parsed = await run_in_threadpool(rest_codec.parse_body, raw)
-        number = _version(version)
-        signature = dataplane.metadata(name, version=number, label=label).signatures[
-            DEFAULT_SIGNATURE
-        ]
-        inputs = await run_in_threadpool(rest_codec.decode_inputs, parsed, signature)
+        parsed, number, inputs = await _decode_predict(
+            request, dataplane, name=name, version=version, label=label, limit=max_message_bytes
+        )
         result = await dataplane.predict(
             name,
             inputs,
