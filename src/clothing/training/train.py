@@ -248,11 +248,30 @@ def save_outputs(
     return checkpoint
 
 
-def _recorded(record: EpochRecord, log: Callable[[str], None]) -> EpochRecord:
-    """Log one epoch's line (live epochs marked ``(full)``) and return the record."""
-    stage = " (full)" if record.stage == "full" else ""
+def _record_epoch(
+    epoch: int,
+    *,
+    stage: str,
+    train: tuple[float, float],
+    validation: tuple[float, float],
+    learning_rate: float,
+    started: float,
+    log: Callable[[str], None],
+) -> EpochRecord:
+    """One epoch's record from its (loss, accuracy) pairs; logs its line (live ones ``(full)``)."""
+    record = EpochRecord(
+        epoch=epoch,
+        train_loss=train[0],
+        train_accuracy=train[1],
+        validation_loss=validation[0],
+        validation_accuracy=validation[1],
+        learning_rate=learning_rate,
+        seconds=time.monotonic() - started,
+        stage=stage,
+    )
+    marker = " (full)" if stage == "full" else ""
     log(
-        f"epoch {record.epoch}{stage}: train loss {record.train_loss:.4f}"
+        f"epoch {epoch}{marker}: train loss {record.train_loss:.4f}"
         f" acc {record.train_accuracy:.4f} | validation loss {record.validation_loss:.4f}"
         f" acc {record.validation_accuracy:.4f}"
     )
@@ -322,18 +341,14 @@ def fine_tune_live(
             measured, validation_pixels, validation_data.labels, config.batch_size
         )
         history.append(
-            _recorded(
-                EpochRecord(
-                    epoch=epoch,
-                    train_loss=train_loss,
-                    train_accuracy=train_accuracy,
-                    validation_loss=validation_loss,
-                    validation_accuracy=validation_accuracy,
-                    learning_rate=optimizer.param_groups[0]["lr"],
-                    seconds=time.monotonic() - epoch_started,
-                    stage="full",
-                ),
-                log,
+            _record_epoch(
+                epoch,
+                stage="full",
+                train=(train_loss, train_accuracy),
+                validation=(validation_loss, validation_accuracy),
+                learning_rate=optimizer.param_groups[0]["lr"],
+                started=epoch_started,
+                log=log,
             )
         )
         if validation_accuracy > best_accuracy:
@@ -428,17 +443,14 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             split, validation_features, validation_labels, config.batch_size
         )
         history.append(
-            _recorded(
-                EpochRecord(
-                    epoch=epoch,
-                    train_loss=train_loss,
-                    train_accuracy=train_accuracy,
-                    validation_loss=validation_loss,
-                    validation_accuracy=validation_accuracy,
-                    learning_rate=optimizer.param_groups[0]["lr"],
-                    seconds=time.monotonic() - epoch_started,
-                ),
-                log,
+            _record_epoch(
+                epoch,
+                stage="cached",
+                train=(train_loss, train_accuracy),
+                validation=(validation_loss, validation_accuracy),
+                learning_rate=optimizer.param_groups[0]["lr"],
+                started=epoch_started,
+                log=log,
             )
         )
         # Strictly better only: ties keep the earlier, less fitted epoch.
