@@ -68,6 +68,27 @@ async def test_concurrent_requests_merge_and_split_back_in_order(
     await batcher.stop()
 
 
+async def test_queue_waits_and_runtime_are_timed_apart(executor: ThreadPoolExecutor) -> None:
+    waits: list[float] = []
+    runtimes: list[float] = []
+    predict = Recorder(delay=0.1)
+    batcher = Batcher(
+        predict,
+        BatchingConfig(1, 0, 10, 1),
+        executor,
+        on_queue_wait=waits.append,
+        on_runtime=runtimes.append,
+    )
+    # One row per batch and one batch thread: the second request waits out the first.
+    await asyncio.gather(batcher.predict(rows(0, 1)), batcher.predict(rows(1, 1)))
+    assert len(runtimes) == 2
+    assert all(0.09 < seconds < 1.0 for seconds in runtimes)
+    assert len(waits) == 2
+    assert min(waits) < 0.05, "the first request started at once"
+    assert max(waits) > 0.09, "the second waited for the first batch"
+    await batcher.stop()
+
+
 async def test_a_lone_request_does_not_wait_for_the_timeout(executor: ThreadPoolExecutor) -> None:
     batcher = Batcher(Recorder(), BatchingConfig(32, 2_000_000, 10, 2), executor)
     started = time.monotonic()
@@ -199,6 +220,11 @@ async def test_server_batches_under_concurrent_load(serve: ServerFactory, tmp_pa
         total = _metric(text, 'model_server_batch_size_sum{model="clothing-model"}')
         assert total == 24
         assert count < 24, "some batches held more than one request"
+        # One runtime observation per batch, one queue wait per request.
+        runtime = 'model_server_runtime_latency_seconds_count{model="clothing-model",version="1"}'
+        assert _metric(text, runtime) == count
+        queuing = 'model_server_queuing_latency_seconds_count{model="clothing-model"}'
+        assert _metric(text, queuing) == 24
 
 
 def _metric(text: str, name: str) -> float:

@@ -68,6 +68,8 @@ class Batcher:
         *,
         on_batch: Callable[[int], None] = lambda rows: None,
         on_queue_depth: Callable[[int], None] = lambda change: None,
+        on_queue_wait: Callable[[float], None] = lambda seconds: None,
+        on_runtime: Callable[[float], None] = lambda seconds: None,
         predict_alone: PredictFn | None = None,
     ) -> None:
         self._predict = predict
@@ -76,6 +78,8 @@ class Batcher:
         self._executor = executor
         self._on_batch = on_batch
         self._on_queue_depth = on_queue_depth
+        self._on_queue_wait = on_queue_wait
+        self._on_runtime = on_runtime
         self._groups: dict[Hashable, list[_Request]] = {}
         self._queued_rows = 0
         self._running = 0
@@ -167,6 +171,9 @@ class Batcher:
         if not live:
             return
         total = sum(request.rows for request in live)
+        started = time.monotonic()
+        for request in live:
+            self._on_queue_wait(started - request.enqueued)
         try:
             if len(live) == 1:
                 merged = live[0].inputs
@@ -180,7 +187,10 @@ class Batcher:
             alone = self._running == 1 and self._queued_rows == 0
             predict = self._predict_alone if alone else self._predict
             loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._executor, predict, merged)
+            try:
+                outputs = await loop.run_in_executor(self._executor, predict, merged)
+            finally:
+                self._on_runtime(time.monotonic() - started)
             for name, array in outputs.items():
                 if array.ndim == 0 or array.shape[0] != total:
                     raise Internal(

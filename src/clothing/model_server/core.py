@@ -185,21 +185,23 @@ class Dataplane:
         backend = chosen.backend
         if backend is None:
             raise Internal(INTERNAL_MESSAGE)
-        started = time.perf_counter()
         try:
             if chosen.batcher is not None:
+                # The batcher times each batched runtime call and each request's wait.
                 return await chosen.batcher.predict(inputs)
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, backend.predict, inputs)
+            started = time.perf_counter()
+            try:
+                return await loop.run_in_executor(self._executor, backend.predict, inputs)
+            finally:
+                self.metrics.runtime_latency.labels(chosen.model, str(chosen.version)).observe(
+                    time.perf_counter() - started
+                )
         except ServingError:
             raise
         except Exception as error:
             log.exception("model %s version %d failed", chosen.model, chosen.version)
             raise Internal(INTERNAL_MESSAGE) from error
-        finally:
-            self.metrics.runtime_latency.labels(chosen.model, str(chosen.version)).observe(
-                time.perf_counter() - started
-            )
 
     def metadata(
         self,

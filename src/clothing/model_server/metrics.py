@@ -33,8 +33,15 @@ class ServerMetrics:
         )
         self.runtime_latency = Histogram(
             "model_server_runtime_latency_seconds",
-            "Time spent in the runtime per (batched) call, in seconds.",
+            "Time spent in the runtime per call (one call per batch when batching), in seconds.",
             ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queuing_latency = Histogram(
+            "model_server_queuing_latency_seconds",
+            "Time a request waits in the batching queue before its batch runs, in seconds.",
+            ["model"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )

@@ -72,12 +72,16 @@ class ModelServer:
         if self.config.batching is None or version.backend is None:
             return None
         model = version.model
+        runtime = self.metrics.runtime_latency.labels(model=model, version=str(version.version))
+        queuing = self.metrics.queuing_latency.labels(model=model)
         return Batcher(
             version.backend.predict,
             self.config.batching,
             self.executor,
             on_batch=lambda rows: self.metrics.batch_size.labels(model=model).observe(rows),
             on_queue_depth=lambda change: self.metrics.queue_depth.labels(model=model).inc(change),
+            on_queue_wait=queuing.observe,
+            on_runtime=runtime.observe,
             predict_alone=version.backend.predict_alone,
         )
 
