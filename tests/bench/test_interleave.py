@@ -87,6 +87,7 @@ def test_merge_pools_latencies_and_sums_time() -> None:
     assert merged.errors == 1
     assert merged.first_error == "E"
     assert merged.throughput == pytest.approx(3 / 1.5)
+    assert merged.block_images_per_s == (2.0, 2.0)  # each block's own rate, in order
     with pytest.raises(ValueError, match="no blocks"):
         merge_blocks([])
 

@@ -2,8 +2,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
+from clothing.benchmarks.interleave import round_ratio_range
 from clothing.benchmarks.report import to_markdown, write_results
 from clothing.benchmarks.runner import add_ratios
 from clothing.benchmarks.summary import summary_lines
@@ -40,11 +42,18 @@ def _row(
 def _results() -> dict[str, Any]:
     rows = [
         _row(1, "model-server+batching", 1, 50.0, ratio_to_ceiling=0.5),
-        _row(1, "model-server+batching", 4, 90.0, ratio_to_ceiling=0.9),
+        _row(
+            1,
+            "model-server+batching",
+            4,
+            90.0,
+            ratio_to_ceiling=0.9,
+            ratio_to_ceiling_range=[0.85, 0.95],
+        ),
         _row(2, "ours", 1, 30.0, size="phone", payload="b64"),
-        _row(2, "ours", 4, 60.0, size="phone", payload="b64"),
+        _row(2, "ours", 4, 60.0, size="phone", payload="b64", block_images_per_s=[55.0, 65.0]),
         _row(2, "baseline", 1, 20.0, size="phone", payload="b64"),
-        _row(2, "baseline", 4, 40.0, size="phone", payload="b64"),
+        _row(2, "baseline", 4, 40.0, size="phone", payload="b64", block_images_per_s=[50.0, 30.0]),
         _row(2, "litserve", 4, 0.0, size="phone", payload="b64"),
     ]
     add_ratios(rows)
@@ -80,12 +89,27 @@ def test_ratios_only_where_both_sides_measured() -> None:
     assert "vs_framework" not in ours[4]  # zero images/s: no ratio
 
 
+def test_each_round_gives_a_paired_ratio_and_their_spread_is_kept() -> None:
+    ours = {row["concurrency"]: row for row in _results()["rows"] if row["system"] == "ours"}
+    assert ours[4]["vs_baseline_range"] == [1.1, pytest.approx(2.167, abs=1e-3)]
+    assert ours[1]["vs_baseline_range"] is None  # no blocks recorded
+
+
+def test_round_ratio_range_needs_matching_rounds() -> None:
+    assert round_ratio_range([10.0, 12.0], [10.0, 8.0]) == [1.0, 1.5]
+    assert round_ratio_range([10.0], [10.0]) is None  # one round: no spread
+    assert round_ratio_range([10.0, 12.0], [10.0]) is None
+    assert round_ratio_range([10.0, 12.0], [10.0, 0.0]) is None
+
+
 def test_markdown_has_every_section() -> None:
     text = to_markdown(_results())
     assert "Ceiling (in-process ONNX Runtime, best batch 8): **100.0 images/s**" in text
     assert "| model-server+batching | 4 | 90.0 |" in text
     assert "### phone-size photos, b64 payload" in text
-    assert "| ours | 4 | 60.0 | 10.0 | 20.0 | 1.50 | – | 0 |" in text
+    assert "| ours | 4 | 60.0 | 10.0 | 20.0 | 1.50 (1.10–2.17) | – | 0 |" in text
+    assert "| ours | 1 | 30.0 | 10.0 | 20.0 | 1.50 | – | 0 |" in text
+    assert "| 0.90 (0.85–0.95) | 0 |" in text
     assert "| phone | 1500×2000 | 10.00 | 50.00 | 5.00 |" in text
 
 
@@ -109,5 +133,6 @@ def test_write_results_writes_json_markdown_and_pngs(tmp_path: Path) -> None:
 
 def test_summary_prints_ratios_per_concurrency() -> None:
     lines = summary_lines(_results())
-    assert any("c=4" in line and "1.50× baseline" in line for line in lines)
-    assert any("0.90× ceiling" in line for line in lines)
+    assert any("c=4" in line and "× baseline 1.50 (1.10–2.17)" in line for line in lines)
+    assert any("c=1" in line and "× baseline 1.50 " in line for line in lines)
+    assert any("× ceiling 0.90 (0.85–0.95)" in line for line in lines)

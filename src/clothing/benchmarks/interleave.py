@@ -48,7 +48,20 @@ def merge_blocks(blocks: Sequence[LoadResult]) -> LoadResult:
         elapsed_s=sum(block.elapsed_s for block in blocks),
         first_error=next((b.first_error for b in blocks if b.first_error), None),
         images_per_request=blocks[0].images_per_request,
+        block_images_per_s=tuple(block.images_per_s for block in blocks),
     )
+
+
+def round_ratio_range(ours: Sequence[float], theirs: Sequence[float]) -> list[float] | None:
+    """Lowest and highest ratio of blocks measured in the same round, or None.
+
+    The blocks of one round run within seconds of each other, so each round's ratio
+    is a paired figure; their spread shows how far a run's pooled ratio can be trusted.
+    """
+    if len(ours) < 2 or len(ours) != len(theirs) or not all(theirs):
+        return None
+    ratios = [mine / other for mine, other in zip(ours, theirs, strict=True)]
+    return [round(min(ratios), 3), round(max(ratios), 3)]
 
 
 def _pause(contender: Contender) -> None:

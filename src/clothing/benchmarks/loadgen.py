@@ -27,6 +27,8 @@ class LoadResult:
     elapsed_s: float
     first_error: str | None = None
     images_per_request: int = 1
+    # Images/s of each block when this result pools interleaved blocks (in round order).
+    block_images_per_s: tuple[float, ...] = ()
 
     @property
     def requests(self) -> int:
@@ -54,7 +56,7 @@ class LoadResult:
     def p99_ms(self) -> float:
         return self.percentile_ms(99)
 
-    def summary(self) -> dict[str, float | int | str | None]:
+    def summary(self) -> dict[str, float | int | str | list[float] | None]:
         return {
             "concurrency": self.concurrency,
             "requests": self.requests,
@@ -65,6 +67,7 @@ class LoadResult:
             "p50_ms": round(self.p50_ms, 3),
             "p99_ms": round(self.p99_ms, 3),
             "first_error": self.first_error,
+            "block_images_per_s": [round(rate, 3) for rate in self.block_images_per_s],
         }
 
 

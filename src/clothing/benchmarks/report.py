@@ -19,6 +19,17 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def fmt_ratio(row: dict[str, Any], key: str) -> str:
+    """A pooled ratio with the lowest and highest of its rounds: ``0.91 (0.86–0.95)``."""
+    value = row.get(key)
+    if value is None:
+        return "–"
+    spread = row.get(f"{key}_range")
+    if not spread:
+        return f"{value:.2f}"
+    return f"{value:.2f} ({spread[0]:.2f}–{spread[1]:.2f})"
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -57,7 +68,7 @@ def _level1_markdown(results: dict[str, Any]) -> list[str]:
             _fmt(row["p50_ms"], 2),
             _fmt(row["p99_ms"], 2),
             _fmt(row.get("ceiling_images_per_s")),
-            _fmt(row.get("ratio_to_ceiling"), 2),
+            fmt_ratio(row, "ratio_to_ceiling"),
             str(row["errors"]),
         ]
         for row in results["rows"]
@@ -70,7 +81,7 @@ def _level1_markdown(results: dict[str, Any]) -> list[str]:
         "p50 ms",
         "p99 ms",
         "ceiling in the cell",
-        "× that ceiling",
+        "× that ceiling (rounds)",
         "errors",
     ]
     lines += [_table(headers, table), ""]
@@ -98,8 +109,8 @@ def _level2_markdown(results: dict[str, Any]) -> list[str]:
                 _fmt(row["images_per_s"]),
                 _fmt(row["p50_ms"]),
                 _fmt(row["p99_ms"]),
-                _fmt(row.get("vs_baseline"), 2),
-                _fmt(row.get("vs_framework"), 2),
+                fmt_ratio(row, "vs_baseline"),
+                fmt_ratio(row, "vs_framework"),
                 str(row["errors"]),
             ]
             for row in group
@@ -110,8 +121,8 @@ def _level2_markdown(results: dict[str, Any]) -> list[str]:
             "images/s",
             "p50 ms",
             "p99 ms",
-            "ours ÷ baseline",
-            "ours ÷ framework",
+            "ours ÷ baseline (rounds)",
+            "ours ÷ framework (rounds)",
             "errors",
         ]
         lines += [_table(headers, table), ""]

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from clothing.benchmarks import level1, level2, systems
-from clothing.benchmarks.interleave import Contender, merge_blocks, run_interleaved
+from clothing.benchmarks.interleave import (
+    Contender,
+    merge_blocks,
+    round_ratio_range,
+    run_interleaved,
+)
 from clothing.benchmarks.loadgen import LoadResult, run_load
 from clothing.benchmarks.machine import describe_machine, timestamp
 from clothing.benchmarks.modelinfo import ModelInfo, load_model_info
@@ -128,12 +133,17 @@ class Bench:
                 )
                 try:
                     for concurrency in self.config.concurrency:
-                        result, adjacent, floor = await self._level1_cell(
+                        result, ceilings, floor = await self._level1_cell(
                             session, ceiling.best_batch, client, system, concurrency
                         )
+                        # Blocks of equal length: the mean rate is the pooled rate.
+                        adjacent = statistics.fmean(ceilings)
                         self._row(1, system, "tensor", "tensor", result)
                         self.rows[-1]["ceiling_images_per_s"] = round(adjacent, 2)
                         self.rows[-1]["ratio_to_ceiling"] = round(result.images_per_s / adjacent, 3)
+                        self.rows[-1]["ratio_to_ceiling_range"] = round_ratio_range(
+                            result.block_images_per_s, ceilings
+                        )
                         if floor is not None:
                             self.rows[-1]["bare_p50_ms"] = round(floor, 3)
                             c1_over_bare[system] = round(result.p50_ms - floor, 3)
@@ -155,8 +165,11 @@ class Bench:
 
     async def _level1_cell(
         self, session: Any, best_batch: int, client: Client, system: str, concurrency: int
-    ) -> tuple[LoadResult, float, float | None]:
+    ) -> tuple[LoadResult, list[float], float | None]:
         """A server cell in ``rounds`` blocks, each next to a block of the in-process ceiling.
+
+        Returns the pooled server result, the ceiling of each round and the bare
+        ``session.run`` p50 (concurrency 1 only).
 
         This machine's speed drifts by 10-20% within minutes, so the server is compared
         with the ceiling (and, at c=1, the bare run) measured in alternating blocks within
@@ -166,7 +179,7 @@ class Bench:
         requests = max(1, self.config.requests // rounds) if self.config.requests else None
         duration = self.config.duration_s / rounds if self.config.duration_s else None
         blocks: list[LoadResult] = []
-        ceiling_rates: list[float] = []  # blocks of equal length: their mean is the pooled rate
+        ceiling_rates: list[float] = []
         bare: list[float] = []
         self.progress.set_description(f"L1 {system} c={concurrency}")
         for block in range(rounds):
@@ -191,7 +204,7 @@ class Bench:
                 )
         self.progress.update(1)
         floor = statistics.median(bare) * 1000.0 if bare else None
-        return merge_blocks(blocks), statistics.fmean(ceiling_rates), floor
+        return merge_blocks(blocks), ceiling_rates, floor
 
     async def _level1_block(
         self,
@@ -361,6 +374,9 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
             theirs = index.get((other, *key))
             if theirs and theirs["images_per_s"]:
                 row[column] = round(row["images_per_s"] / theirs["images_per_s"], 3)
+                row[f"{column}_range"] = round_ratio_range(
+                    row.get("block_images_per_s", []), theirs.get("block_images_per_s", [])
+                )
 
 
 def _config_summary(config: BenchConfig) -> dict[str, Any]:

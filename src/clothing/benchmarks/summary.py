@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
-def _ratio(value: Any) -> str:
-    return "–" if value is None else f"{value:.2f}×"
+from clothing.benchmarks.report import fmt_ratio
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
@@ -26,7 +24,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
                 lines.append(
                     f"  {row['system']:<22} c={row['concurrency']:<3} "
                     f"{row['images_per_s']:8.1f} images/s  p50 {row['p50_ms']:7.2f} ms  "
-                    f"p99 {row['p99_ms']:7.2f} ms  {_ratio(row.get('ratio_to_ceiling'))} ceiling"
+                    f"p99 {row['p99_ms']:7.2f} ms  × ceiling {fmt_ratio(row, 'ratio_to_ceiling')}"
                 )
     ours = [row for row in rows if row["level"] == 2 and row["system"] == "ours"]
     if ours:
@@ -35,13 +33,13 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             lines.append(
                 f"  {row['size']:<7} {row['payload']:<3} c={row['concurrency']:<3} "
                 f"{row['images_per_s']:8.1f} images/s  p99 {row['p99_ms']:8.1f} ms  "
-                f"{_ratio(row.get('vs_baseline'))} baseline  "
-                f"{_ratio(row.get('vs_framework'))} framework"
+                f"× baseline {fmt_ratio(row, 'vs_baseline')}  "
+                f"× framework {fmt_ratio(row, 'vs_framework')}"
             )
     for size, item in (results.get("preprocessing") or {}).items():
         lines.append(
             f"Preprocessing {size}: gateway {item['gateway_ms']:.2f} ms, plain Pillow "
-            f"{item['plain_pillow_ms']:.2f} ms, {_ratio(item['speedup'])} faster"
+            f"{item['plain_pillow_ms']:.2f} ms, {item['speedup']:.2f}× faster"
         )
     for size, item in (results.get("gateway_overhead") or {}).items():
         lines.append(
