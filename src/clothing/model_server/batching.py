@@ -171,9 +171,9 @@ class Batcher:
         if not live:
             return
         total = sum(request.rows for request in live)
-        started = time.monotonic()
+        dequeued = time.monotonic()
         for request in live:
-            self._on_queue_wait(started - request.enqueued)
+            self._on_queue_wait(dequeued - request.enqueued)
         try:
             if len(live) == 1:
                 merged = live[0].inputs
@@ -187,6 +187,7 @@ class Batcher:
             alone = self._running == 1 and self._queued_rows == 0
             predict = self._predict_alone if alone else self._predict
             loop = asyncio.get_running_loop()
+            started = time.monotonic()
             try:
                 outputs = await loop.run_in_executor(self._executor, predict, merged)
             finally:

@@ -72,14 +72,17 @@ class ModelServer:
         if self.config.batching is None or version.backend is None:
             return None
         model = version.model
-        runtime = self.metrics.runtime_latency.labels(model=model, version=str(version.version))
+        # Each series is looked up once here, not on every batch.
+        batch_size = self.metrics.batch_size.labels(model=model)
+        queue_depth = self.metrics.queue_depth.labels(model=model)
         queuing = self.metrics.queuing_latency.labels(model=model)
+        runtime = self.metrics.runtime_latency.labels(model=model, version=str(version.version))
         return Batcher(
             version.backend.predict,
             self.config.batching,
             self.executor,
-            on_batch=lambda rows: self.metrics.batch_size.labels(model=model).observe(rows),
-            on_queue_depth=lambda change: self.metrics.queue_depth.labels(model=model).inc(change),
+            on_batch=batch_size.observe,
+            on_queue_depth=queue_depth.inc,
             on_queue_wait=queuing.observe,
             on_runtime=runtime.observe,
             predict_alone=version.backend.predict_alone,
