@@ -1,87 +1,17 @@
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PIL import Image
 
 from clothing.benchmarks.interleave import round_ratio_range
 from clothing.benchmarks.report import to_markdown, write_results
-from clothing.benchmarks.runner import add_ratios
 from clothing.benchmarks.summary import summary_lines
-
-
-def _row(
-    level: int,
-    system: str,
-    concurrency: int,
-    images_per_s: float,
-    *,
-    size: str = "tensor",
-    payload: str = "tensor",
-    **extra: Any,
-) -> dict[str, Any]:
-    return {
-        "level": level,
-        "system": system,
-        "size": size,
-        "payload": payload,
-        "concurrency": concurrency,
-        "requests": 10,
-        "errors": 0,
-        "elapsed_s": 1.0,
-        "throughput_rps": images_per_s,
-        "images_per_s": images_per_s,
-        "p50_ms": 10.0,
-        "p99_ms": 20.0,
-        "first_error": None,
-        **extra,
-    }
-
-
-def _results() -> dict[str, Any]:
-    rows = [
-        _row(1, "model-server+batching", 1, 50.0, ratio_to_ceiling=0.5),
-        _row(
-            1,
-            "model-server+batching",
-            4,
-            90.0,
-            ratio_to_ceiling=0.9,
-            ratio_to_ceiling_range=[0.85, 0.95],
-        ),
-        _row(2, "ours", 1, 30.0, size="phone", payload="b64"),
-        _row(2, "ours", 4, 60.0, size="phone", payload="b64", block_images_per_s=[55.0, 65.0]),
-        _row(2, "baseline", 1, 20.0, size="phone", payload="b64"),
-        _row(2, "baseline", 4, 40.0, size="phone", payload="b64", block_images_per_s=[50.0, 30.0]),
-        _row(2, "litserve", 4, 0.0, size="phone", payload="b64"),
-    ]
-    add_ratios(rows)
-    return {
-        "timestamp": "20250101T000000Z",
-        "machine": {"cpu_model": "Test CPU", "nproc": 2, "memory_gib": 4.0},
-        "config": {"device": "cpu", "requests": 10},
-        "model": {"path": "m/1/model.onnx", "width": 224, "height": 224},
-        "level1": {
-            "ceiling": {"images_per_s": 100.0, "best_batch": 8},
-            "bare_run": {"p50_ms": 4.0},
-            "c1_p50_over_bare_ms": {"model-server+batching": 0.8},
-        },
-        "preprocessing": {
-            "phone": {
-                "photo_width": 1500,
-                "photo_height": 2000,
-                "gateway_ms": 10.0,
-                "plain_pillow_ms": 50.0,
-                "speedup": 5.0,
-            }
-        },
-        "rows": rows,
-    }
+from tests.bench.rows import sample_results
 
 
 def test_ratios_only_where_both_sides_measured() -> None:
-    rows = _results()["rows"]
+    rows = sample_results()["rows"]
     ours = {row["concurrency"]: row for row in rows if row["system"] == "ours"}
     assert ours[4]["vs_baseline"] == 1.5
     assert ours[1]["vs_baseline"] == 1.5
@@ -90,7 +20,7 @@ def test_ratios_only_where_both_sides_measured() -> None:
 
 
 def test_each_round_gives_a_paired_ratio_and_their_spread_is_kept() -> None:
-    ours = {row["concurrency"]: row for row in _results()["rows"] if row["system"] == "ours"}
+    ours = {row["concurrency"]: row for row in sample_results()["rows"] if row["system"] == "ours"}
     assert ours[4]["vs_baseline_range"] == [1.1, pytest.approx(2.167, abs=1e-3)]
     assert ours[1]["vs_baseline_range"] is None  # no blocks recorded
 
@@ -103,7 +33,7 @@ def test_round_ratio_range_needs_matching_rounds() -> None:
 
 
 def test_markdown_has_every_section() -> None:
-    text = to_markdown(_results())
+    text = to_markdown(sample_results())
     assert "Ceiling (in-process ONNX Runtime, best batch 8): **100.0 images/s**" in text
     assert "| model-server+batching | 4 | 90.0 |" in text
     assert "### phone-size photos, b64 payload" in text
@@ -114,7 +44,7 @@ def test_markdown_has_every_section() -> None:
 
 
 def test_write_results_writes_json_markdown_and_pngs(tmp_path: Path) -> None:
-    results = _results()
+    results = sample_results()
     results["rows"][0]["p99_ms"] = float("nan")
     written = write_results(results, tmp_path)
     stored = json.loads((tmp_path / "20250101T000000Z.json").read_text())
@@ -132,7 +62,7 @@ def test_write_results_writes_json_markdown_and_pngs(tmp_path: Path) -> None:
 
 
 def test_summary_prints_ratios_per_concurrency() -> None:
-    lines = summary_lines(_results())
+    lines = summary_lines(sample_results())
     assert any("c=4" in line and "× baseline 1.50 (1.10–2.17)" in line for line in lines)
     assert any("c=1" in line and "× baseline 1.50 " in line for line in lines)
     assert any("× ceiling 0.90 (0.85–0.95)" in line for line in lines)

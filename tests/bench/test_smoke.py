@@ -75,9 +75,14 @@ def test_smoke_run_measures_every_system_and_cleans_up(tmp_path):
             )
     assert set(results["preprocessing"]) == {"dataset", "phone"}
     assert set(results["gateway_overhead"]) == {"dataset", "phone"}
+    # Smoke concurrencies stop below 16: only c=1 latency and preprocessing are judged.
+    judged = {verdict["target"].split(":")[0] for verdict in results["targets"]}
+    assert judged == {"level 1, c=1", "preprocessing, phone-size"}
+    assert {verdict["outcome"] for verdict in results["targets"]} <= {"met", "missed"}
     markdown = (output / results["files"]["markdown"]).read_text()
     assert "## Level 1" in markdown
     assert "## Level 2" in markdown
+    assert "## Targets" in markdown
     assert len(results["files"]["plots"]) == 5  # level 1 + 2 sizes x 2 payloads
     for name in results["files"]["plots"]:
         with Image.open(output / name) as image:

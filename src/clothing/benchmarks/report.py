@@ -171,6 +171,21 @@ def _extras_markdown(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _targets_markdown(results: dict[str, Any]) -> list[str]:
+    verdicts = results.get("targets")
+    if not verdicts:
+        return []
+    lines = [
+        "## Targets",
+        "",
+        "Met: the pooled ratio and every round clear the target; missed: none do; "
+        "split: the rounds fall on both sides, so this run does not settle it.",
+        "",
+    ]
+    table = [[v["target"], v["measured"], v["outcome"]] for v in verdicts]
+    return [*lines, _table(["target", "this run", "verdict"], table), ""]
+
+
 def to_markdown(results: dict[str, Any]) -> str:
     machine = results["machine"]
     config = results["config"]
@@ -189,7 +204,12 @@ def to_markdown(results: dict[str, Any]) -> str:
         + ".",
         "",
     ]
-    lines += _level1_markdown(results) + _level2_markdown(results) + _extras_markdown(results)
+    lines += (
+        _targets_markdown(results)
+        + _level1_markdown(results)
+        + _level2_markdown(results)
+        + _extras_markdown(results)
+    )
     return "\n".join(lines).rstrip() + "\n"
 
 

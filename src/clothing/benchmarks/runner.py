@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from clothing.benchmarks import level1, level2, systems
+from clothing.benchmarks import level1, level2, systems, targets
 from clothing.benchmarks.interleave import (
     Contender,
     merge_blocks,
@@ -358,6 +358,7 @@ class Bench:
                 results |= await self.level2(Path(workdir))
         add_ratios(self.rows)
         results["rows"] = self.rows
+        results["targets"] = targets.judge(results)
         # Other work on the machine skews every figure; the load at both ends says how much.
         results["machine"]["load_average_end"] = describe_machine()["load_average"]
         return results

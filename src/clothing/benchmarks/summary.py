@@ -47,6 +47,11 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             f"(gateway p50 {item['gateway_p50_ms']:.2f} ms, "
             f"direct gRPC p50 {item['direct_p50_ms']:.2f} ms)"
         )
+    verdicts = results.get("targets") or []
+    if verdicts:
+        lines.append("Targets (split: the rounds fall on both sides of the threshold):")
+        for verdict in verdicts:
+            lines.append(f"  {verdict['outcome']:<6} {verdict['target']}: {verdict['measured']}")
     failed = [row for row in rows if row["errors"]]
     for row in failed:
         lines.append(
