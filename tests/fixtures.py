@@ -185,11 +185,15 @@ class ModelServerProcess:
         return stop_process(self.process, timeout)
 
 
+class NotReady(RuntimeError):
+    """A started server never answered 200: it exited, or it ran out of time."""
+
+
 def wait_ready(url: str, process: subprocess.Popen[bytes] | None, timeout: float) -> None:
     """Poll ``url`` until it answers 200; fail early if the process died."""
     failure = poll_until_ok(url, process, timeout=timeout)
     if failure is not None:
-        raise TimeoutError(f"{url}: {failure}")
+        raise NotReady(f"{url}: {failure}")
 
 
 @contextlib.contextmanager

@@ -30,7 +30,14 @@ from clothing.gateway.errors import (
     TooLarge,
     UpstreamTimeout,
 )
-from clothing.gateway.http_get import BodyTooLarge, HttpGetError, HttpGetter, HttpGetTimeout
+from clothing.gateway.http_get import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    BodyTooLarge,
+    HttpGetError,
+    HttpGetter,
+    HttpGetTimeout,
+)
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -40,8 +47,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 class FetchLimits:
     max_bytes: int = 10 * 1024 * 1024
     max_redirects: int = 3
-    connect_timeout: float = 3.0
-    read_timeout: float = 5.0
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
     total_timeout: float = 10.0
 
 

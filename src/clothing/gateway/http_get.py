@@ -84,12 +84,16 @@ class _Message:
         self.complete = True
 
 
+DEFAULT_CONNECT_TIMEOUT = 3.0
+DEFAULT_READ_TIMEOUT = 5.0
+
+
 @dataclass(frozen=True)
 class HttpGetter:
     """GETs with per-operation timeouts and a body cap; the caller applies a total deadline."""
 
-    connect_timeout: float = 3.0
-    read_timeout: float = 5.0
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
     tls: ssl.SSLContext = field(default_factory=ssl.create_default_context)
     user_agent: str = "clothing-gateway"
     open_connection: Opener = asyncio.open_connection

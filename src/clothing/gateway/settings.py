@@ -17,6 +17,8 @@ from clothing.gateway.imaging import DEFAULT_MAX_PIXELS, PREPROCESSINGS, Preproc
 
 MB = 1024 * 1024
 
+_FETCH = FetchLimits()  # one home for the download limits' defaults
+
 
 @dataclass(frozen=True)
 class GatewaySettings:
@@ -27,11 +29,11 @@ class GatewaySettings:
     signature: str = "serving_default"
     preprocessing: str = "auto"
     grpc_deadline: float = 5.0
-    fetch_connect_timeout: float = 3.0
-    fetch_read_timeout: float = 5.0
-    fetch_timeout: float = 10.0
-    max_redirects: int = 3
-    max_image_bytes: int = 10 * MB
+    fetch_connect_timeout: float = _FETCH.connect_timeout
+    fetch_read_timeout: float = _FETCH.read_timeout
+    fetch_timeout: float = _FETCH.total_timeout
+    max_redirects: int = _FETCH.max_redirects
+    max_image_bytes: int = _FETCH.max_bytes
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_batch: int = 16
     max_inflight: int = 64
