@@ -191,7 +191,7 @@ class Classifier:
     ) -> tuple[np.ndarray, ModelInfo, float]:
         started = time.perf_counter()
         try:
-            outcome = await self.model.predict(np.stack([r.row for r in rows]), info)
+            outcome = await self.model.predict(_batch_of(rows), info)
         except ModelServerError:
             # The input may have changed with a new version: learn it and try once more.
             fresh = await self.model_info(refresh=True)
@@ -200,7 +200,7 @@ class Classifier:
             for entry in rows:
                 entry.row, entry.preprocess_ms = await self._preprocess(entry.data, fresh.input)
             info = fresh
-            outcome = await self.model.predict(np.stack([r.row for r in rows]), info)
+            outcome = await self.model.predict(_batch_of(rows), info)
         if outcome.version != info.version:
             self.metrics.model_version_changes.inc()
             fresh = await self.model_info(refresh=True)
@@ -216,6 +216,13 @@ class Classifier:
                 f"model answered {width} scores but {len(classes)} class names are known"
             )
         return classes
+
+
+def _batch_of(rows: Sequence[_Loaded]) -> np.ndarray:
+    """``[N, H, W, C]``; a lone row becomes a view with a batch axis instead of a copy."""
+    if len(rows) == 1:
+        return rows[0].row[np.newaxis]
+    return np.stack([r.row for r in rows])
 
 
 def _prepare_in_pool(data: bytes, spec: InputSpec, max_pixels: int) -> np.ndarray:
