@@ -1,9 +1,16 @@
 import asyncio
+import itertools
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from clothing.benchmarks.interleave import Contender, merge_blocks, run_interleaved
+from clothing.benchmarks.interleave import (
+    RESUME_SETTLE_S,
+    Contender,
+    merge_blocks,
+    run_interleaved,
+)
 from clothing.benchmarks.loadgen import LoadResult
 
 
@@ -95,3 +102,31 @@ def test_merge_pools_latencies_and_sums_time() -> None:
 async def test_bad_rounds_are_rejected() -> None:
     with pytest.raises(ValueError, match="rounds"):
         await run_interleaved([], concurrency=1, rounds=0, requests=1, duration_s=None, warmup=0)
+
+
+async def test_a_block_starts_only_after_its_system_settles() -> None:
+    timeline: list[tuple[str, float]] = []
+
+    class Timed(Recorder):
+        def resume(self) -> None:
+            super().resume()
+            timeline.append(("resume", time.perf_counter()))
+
+    async def send(index: int) -> None:
+        timeline.append(("send", time.perf_counter()))
+
+    await run_interleaved(
+        [Contender("a", send, (Timed("a", []),))],
+        concurrency=1,
+        rounds=3,
+        requests=3,
+        duration_s=None,
+        warmup=0,
+    )
+    gaps = [
+        later - earlier
+        for (first, earlier), (then, later) in itertools.pairwise(timeline)
+        if (first, then) == ("resume", "send")
+    ]
+    assert len(gaps) == 3  # one block per round, one request each
+    assert min(gaps) >= RESUME_SETTLE_S

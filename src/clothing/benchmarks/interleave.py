@@ -10,6 +10,7 @@ a server that polls while idle takes no CPU from the one being measured.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,13 @@ from typing import Protocol
 from clothing.benchmarks.loadgen import LoadResult, run_load
 
 Send = Callable[[int], Awaitable[None]]
+
+# A resumed server first runs the timers that fell due while it was stopped: uvicorn
+# closes keep-alive connections idle for over 5 s, and a pause of two other systems'
+# blocks is longer. Requests sent in that instant can meet a connection being closed
+# (a ReadError at c=64, once in a full run). After this wait the closed connections
+# are seen as closed by the client's pool and replaced before the block starts.
+RESUME_SETTLE_S = 0.1
 
 
 class Pausable(Protocol):
@@ -105,6 +113,7 @@ async def run_interleaved(
             for contender in (*contenders[shift:], *contenders[:shift]):
                 _resume(contender)
                 try:
+                    await asyncio.sleep(RESUME_SETTLE_S)
                     blocks[contender.name].append(
                         await run_load(
                             contender.send,
