@@ -19,6 +19,7 @@ import onnxruntime
 import uvicorn
 from fastapi import FastAPI, HTTPException
 
+from clothing.benchmarks.devices import DEVICE_PROVIDERS, DEVICES
 from clothing.benchmarks.modelinfo import load_model_info
 from clothing.benchmarks.plain import (
     BadImageError,
@@ -58,12 +59,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=9000, help="HTTP port")
     parser.add_argument("--model-base-path", type=Path, required=True, help="model repository")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="ORT provider")
+    parser.add_argument("--device", choices=DEVICES, default="cpu", help="ORT providers")
     args = parser.parse_args()
-    providers = ["CPUExecutionProvider"]
-    if args.device == "cuda":
-        providers.insert(0, "CUDAExecutionProvider")
-    app = create_app(args.model_base_path, providers)
+    app = create_app(args.model_base_path, list(DEVICE_PROVIDERS[args.device]))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

@@ -20,6 +20,7 @@ import litserve as ls
 import numpy as np
 from fastapi import HTTPException
 
+from clothing.benchmarks.devices import DEVICE_PROVIDERS, DEVICES
 from clothing.benchmarks.modelinfo import ModelInfo, load_model_info
 from clothing.benchmarks.plain import (
     BadImageError,
@@ -44,11 +45,8 @@ class ClothingAPI(ls.LitAPI):
         self.info = load_model_info(self.model_base_path)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
-        providers = ["CPUExecutionProvider"]
-        if self.device_name == "cuda":
-            providers.insert(0, "CUDAExecutionProvider")
         self.session = onnxruntime.InferenceSession(
-            str(self.info.onnx_path), options, providers=providers
+            str(self.info.onnx_path), options, providers=list(DEVICE_PROVIDERS[self.device_name])
         )
 
     # No annotation on `request`: LitServe then hands over the parsed JSON body.
@@ -83,7 +81,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=9100, help="HTTP port")
     parser.add_argument("--model-base-path", type=Path, required=True, help="model repository")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="accelerator")
+    parser.add_argument("--device", choices=DEVICES, default="cpu", help="ORT providers")
     parser.add_argument("--workers", type=int, default=2, help="inference workers per device")
     parser.add_argument("--max-batch-size", type=int, default=16, help="LitServe max_batch_size")
     parser.add_argument(
@@ -98,7 +96,8 @@ def main() -> None:
         max_batch_size=args.max_batch_size,
         batch_timeout=args.batch_timeout,
     )
-    server = ls.LitServer(api, accelerator=args.device, workers_per_device=args.workers)
+    accelerator = "cpu" if args.device == "cpu" else "cuda"  # TensorRT runs on a CUDA device
+    server = ls.LitServer(api, accelerator=accelerator, workers_per_device=args.workers)
     server.run(host=args.host, port=args.port, generate_client_file=False, log_level="warning")
 
 

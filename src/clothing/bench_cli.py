@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from clothing.benchmarks.devices import DEVICES
+
 # --smoke: enough to start, drive and stop every system, nothing more.
 SMOKE_REQUESTS = 6
 SMOKE_CONCURRENCY = (1, 4)
@@ -76,9 +78,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--smoke", action="store_true", help="tiny counts, to check the benchmark runs"
     )
-    parser.add_argument(
-        "--device", choices=("cpu", "cuda"), default="cpu", help="ONNX Runtime device"
-    )
+    parser.add_argument("--device", choices=DEVICES, default="cpu", help="ONNX Runtime device")
     parser.add_argument("--output", type=Path, help="results directory (default bench/results)")
     parser.add_argument(
         "--model-base-path",
@@ -163,10 +163,11 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from clothing.benchmarks.devices import providers_for
     from clothing.benchmarks.modelinfo import ModelInfoError
     from clothing.benchmarks.processes import ServiceError
     from clothing.benchmarks.report import write_results
-    from clothing.benchmarks.runner import providers_for, run_benchmark
+    from clothing.benchmarks.runner import run_benchmark
     from clothing.benchmarks.summary import print_summary
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)

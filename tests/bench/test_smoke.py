@@ -108,15 +108,20 @@ def test_bad_flags_are_rejected(tmp_path):
     assert "Traceback" not in done.stderr
 
 
-def test_cuda_without_the_cuda_provider_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize(
+    ("device", "provider"),
+    [("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")],
+)
+def test_a_gpu_device_without_its_provider_is_a_clear_error(tmp_path, device, provider):
     import onnxruntime
 
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        pytest.skip("this machine has the CUDA provider")
+    if provider in onnxruntime.get_available_providers():
+        pytest.skip(f"this machine has the {provider}")
     build_test_model(tmp_path / "m" / "1")
-    done = _bench("--smoke", "--device=cuda", f"--model-base-path={tmp_path / 'm'}")
+    done = _bench("--smoke", f"--device={device}", f"--model-base-path={tmp_path / 'm'}")
     assert done.returncode == 2
-    assert "onnxruntime-gpu" in done.stderr
+    assert f"--device {device} needs onnxruntime-gpu with the {provider}" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.slow

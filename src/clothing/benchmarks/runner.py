@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from clothing.benchmarks import level1, level2, systems, targets
+from clothing.benchmarks.devices import providers_for
 from clothing.benchmarks.interleave import (
     Contender,
     merge_blocks,
@@ -74,23 +75,6 @@ class BenchConfig:
             if "ours" in self.systems and "b64" in self.payloads:
                 count += len(self.sizes)  # gateway vs direct gRPC, paired
         return count
-
-
-def providers_for(device: str) -> list[str]:
-    """ONNX Runtime providers for ``device``; a clear error when CUDA is not there."""
-    import onnxruntime
-
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if device == "cuda":
-        available = onnxruntime.get_available_providers()
-        if "CUDAExecutionProvider" not in available:
-            raise RuntimeError(
-                "--device cuda needs onnxruntime-gpu with the CUDA provider; "
-                f"this onnxruntime has {', '.join(available)}"
-            )
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise ValueError(f"unknown device {device!r}; choose cpu or cuda")
 
 
 class Bench:

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from clothing.benchmarks.devices import DEVICE_PROVIDERS
 from clothing.benchmarks.processes import (
     LOOPBACK,
     Service,
@@ -89,8 +90,9 @@ def model_server(options: ServingOptions, *, batching: bool) -> Iterator[ModelSe
         command.append("--enable_batching")
         if options.batching_parameters_file is not None:
             command.append(f"--batching_parameters_file={options.batching_parameters_file}")
-    if options.device == "cuda":
-        command.append("--execution_providers=CUDAExecutionProvider,CPUExecutionProvider")
+    if options.device != "cpu":
+        providers = ",".join(DEVICE_PROVIDERS[options.device])
+        command.append(f"--execution_providers={providers}")
     rest_url = f"http://{LOOPBACK}:{rest_port}"
     name = "model-server+batching" if batching else "model-server"
     with run_service(

@@ -7,6 +7,7 @@ model's input size, uint8), then the model's declared ``preprocessing``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ class Evaluation:
     per_class: list[ClassMetrics]
     images: int
     model: ModelInfo
+    predictions: np.ndarray  # the predicted class index of each image, in folder order
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,7 +118,14 @@ def prepare(pixels: np.ndarray, preprocessing: str) -> np.ndarray:
     raise ModelError(f"unknown preprocessing {preprocessing!r}")
 
 
-def evaluate(model_path: Path, data: Path, *, batch_size: int = 32, threads: int = 2) -> Evaluation:
+def evaluate(
+    model_path: Path,
+    data: Path,
+    *,
+    batch_size: int = 32,
+    threads: int = 2,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+) -> Evaluation:
     """Top-1 accuracy, per-class precision/recall and the confusion matrix on ``data``."""
     import onnxruntime
 
@@ -124,9 +133,7 @@ def evaluate(model_path: Path, data: Path, *, batch_size: int = 32, threads: int
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(
-        str(model_file), options, providers=["CPUExecutionProvider"]
-    )
+    session = onnxruntime.InferenceSession(str(model_file), options, providers=list(providers))
     info = read_model_info(model_file, session)
     folder_classes = list_classes(data)
     unknown = sorted(set(folder_classes) - set(info.classes))
@@ -149,6 +156,7 @@ def evaluate(model_path: Path, data: Path, *, batch_size: int = 32, threads: int
         per_class=per_class(matrix, info.classes),
         images=len(images),
         model=info,
+        predictions=predictions,
     )
 
 
