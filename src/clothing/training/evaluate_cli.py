@@ -15,6 +15,20 @@ import sys
 from pathlib import Path
 
 
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=Path("models/clothing-model"),
+        help="model.onnx, a version folder, or a base path (highest version is used)",
+    )
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=32, help="images per inference call")
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
@@ -22,17 +36,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="folder of class subfolders (or one whose validation/ folder is)",
     )
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=Path("models/clothing-model"),
-        help="model.onnx, a version folder, or a base path (highest version is used)",
-    )
+    add_model_argument(parser)
     parser.add_argument(
         "--output", type=Path, default=None, help="write metrics.json, report.txt and the PNG here"
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="images per inference call")
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    add_inference_arguments(parser)
     parser.add_argument(
         "--latency",
         action="store_true",

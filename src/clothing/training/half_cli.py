@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from clothing.training.evaluate_cli import add_inference_arguments, add_model_argument
+
 PROVIDERS = {
     "cpu": ("CPUExecutionProvider",),
     "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
@@ -28,12 +30,7 @@ SIDECAR_FILES = ("classes.txt", "metadata.json")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=Path("models/clothing-model"),
-        help="model.onnx, a version folder, or a base path (highest version is used)",
-    )
+    add_model_argument(parser)
     parser.add_argument(
         "--data",
         type=Path,
@@ -50,8 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="most top-1 accuracy the copy may lose, in percentage points (default 0.5)",
     )
     parser.add_argument("--device", choices=tuple(PROVIDERS), default="cpu", help="where to check")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per inference call")
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    add_inference_arguments(parser)
 
 
 def accuracy_holds(source: float, copy: float, max_drop_points: float) -> bool:
