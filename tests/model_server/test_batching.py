@@ -161,6 +161,26 @@ async def test_oversized_request_runs_whole(executor: ThreadPoolExecutor) -> Non
     await batcher.stop()
 
 
+async def test_a_batch_is_padded_up_to_an_allowed_size(executor: ThreadPoolExecutor) -> None:
+    seen: list[np.ndarray] = []
+
+    def predict(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seen.append(inputs["x"].copy())
+        return {"y": inputs["x"] * 2}
+
+    config = BatchingConfig(8, 1000, 10, 1, allowed_batch_sizes=(2, 4, 8))
+    batcher = Batcher(predict, config, executor)
+    three = rows(0, 3)
+    result = await batcher.predict(three)
+    np.testing.assert_array_equal(result["y"], three["x"] * 2)  # padding rows dropped
+    (padded,) = seen
+    np.testing.assert_array_equal(padded, np.concatenate([three["x"], three["x"][:1]]))
+    oversized = await batcher.predict(rows(0, 9))  # past every allowed size: as it is
+    assert oversized["y"].shape == (9, 3)
+    assert [len(batch) for batch in seen] == [4, 9]
+    await batcher.stop()
+
+
 async def test_a_failing_batch_fails_every_waiter(executor: ThreadPoolExecutor) -> None:
     predict = Recorder(delay=0.05)
     predict.fail = True

@@ -77,6 +77,29 @@ def test_batching_parameters_file() -> None:
         parse_batching_parameters("max_batch_size { value: 0 }", BatchingConfig())
 
 
+def test_allowed_batch_sizes_are_read_and_checked(caplog: pytest.LogCaptureFixture) -> None:
+    text = """
+    max_batch_size { value: 8 }
+    allowed_batch_sizes: 2
+    allowed_batch_sizes: 4
+    allowed_batch_sizes: 8
+    pad_variable_length_inputs: true
+    """
+    parsed = parse_batching_parameters(text, BatchingConfig())
+    assert parsed.allowed_batch_sizes == (2, 4, 8)
+    assert [parsed.padded_size(rows) for rows in (1, 2, 3, 5, 8, 9)] == [2, 2, 4, 8, 8, 9]
+    assert "pad_variable_length_inputs have no effect" in caplog.text
+    assert BatchingConfig().padded_size(3) == 3  # none allowed: no padding
+    for sizes, message in (
+        ("allowed_batch_sizes: 2 allowed_batch_sizes: 4", "end with max_batch_size"),
+        ("allowed_batch_sizes: 4 allowed_batch_sizes: 2 allowed_batch_sizes: 8", "increasing"),
+        ("allowed_batch_sizes: 0 allowed_batch_sizes: 8", "positive"),
+        ('allowed_batch_sizes: "8"', "must be integers"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            parse_batching_parameters(f"max_batch_size {{ value: 8 }} {sizes}", BatchingConfig())
+
+
 def test_textproto_scalars_lists_and_escapes() -> None:
     parsed = textproto.parse(r'a: 1 b: -2.5 c: "x\"y" d: true e: ENUM f: [1, 2] g < h: 0x10 >')
     assert parsed == {

@@ -6,8 +6,10 @@ a worker when it reaches ``max_batch_size`` rows, when ``batch_timeout_micros``
 have passed since its first request (measured with ``time.monotonic()``), or
 at once when no batch is running: a lone request never waits for the timeout.
 A request is never split; one larger than ``max_batch_size`` runs alone.
-Results are split back in order after checking every output has one row per
-input row; a failed batch fails every request in it. The queue is bounded:
+With ``allowed_batch_sizes`` a batch is padded with copies of its first row up
+to the next allowed size. Results are split back in order after checking every
+output has one row per input row (padding included); a failed batch fails
+every request in it. The queue is bounded:
 past ``max_enqueued_batches * max_batch_size`` waiting rows a request is
 refused with :class:`ResourceExhausted` instead of growing the queue.
 
@@ -45,6 +47,20 @@ class _Request:
 def batch_key(inputs: Mapping[str, np.ndarray]) -> Hashable:
     """Requests merge only when names, dtypes and shapes past the batch axis agree."""
     return tuple(sorted((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items()))
+
+
+def _merge(parts: list[Mapping[str, np.ndarray]]) -> Mapping[str, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _pad(inputs: Mapping[str, np.ndarray], extra: int) -> dict[str, np.ndarray]:
+    """``extra`` more rows, copies of the first (as TF Serving pads); their answers are dropped."""
+    return {
+        name: np.concatenate([array, np.repeat(array[:1], extra, axis=0)])
+        for name, array in inputs.items()
+    }
 
 
 def rows_of(inputs: Mapping[str, np.ndarray]) -> int:
@@ -175,13 +191,10 @@ class Batcher:
         for request in live:
             self._on_queue_wait(dequeued - request.enqueued)
         try:
-            if len(live) == 1:
-                merged = live[0].inputs
-            else:
-                merged = {
-                    name: np.concatenate([request.inputs[name] for request in live])
-                    for name in live[0].inputs
-                }
+            merged = _merge([request.inputs for request in live])
+            padded = self._config.padded_size(total)
+            if padded > total:
+                merged = _pad(merged, padded - total)
             self._on_batch(total)
             # This batch is counted in _running, so 1 means nothing else runs.
             alone = self._running == 1 and self._queued_rows == 0
@@ -193,9 +206,9 @@ class Batcher:
             finally:
                 self._on_runtime(time.monotonic() - started)
             for name, array in outputs.items():
-                if array.ndim == 0 or array.shape[0] != total:
+                if array.ndim == 0 or array.shape[0] != padded:
                     raise Internal(
-                        f"output {name} has shape {list(array.shape)}, expected {total} rows"
+                        f"output {name} has shape {list(array.shape)}, expected {padded} rows"
                     )
         except Exception as error:
             for request in live:

@@ -141,7 +141,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--batching_parameters_file",
         default=None,
         help="TF Serving BatchingParameters text file (e.g. max_batch_size { value: 32 }); "
-        "its values override the flags above and turn batching on",
+        "its values override the flags above and turn batching on; allowed_batch_sizes "
+        "pads each batch up to the next listed size",
     )
     runtime = parser.add_argument_group("ONNX Runtime")
     runtime.add_argument(

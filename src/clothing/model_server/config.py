@@ -8,12 +8,16 @@ format. Invalid settings raise :class:`ValueError` with a message for the user.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from clothing.model_server import textproto
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -71,10 +75,23 @@ class BatchingConfig:
     batch_timeout_micros: int = 1000
     max_enqueued_batches: int = 10
     num_batch_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # Batch sizes a runtime call may have; a smaller batch is padded up to the next
+    # one. A GPU engine built per input shape (TensorRT) then sees only these shapes.
+    allowed_batch_sizes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
+        sizes = self.allowed_batch_sizes
+        if sizes and (
+            sizes[0] < 1
+            or any(later <= earlier for earlier, later in itertools.pairwise(sizes))
+            or sizes[-1] != self.max_batch_size
+        ):
+            raise ValueError(
+                f"allowed_batch_sizes {list(sizes)} must be positive, increasing and end "
+                f"with max_batch_size ({self.max_batch_size})"
+            )
         if self.batch_timeout_micros < 0:
             raise ValueError("batch_timeout_micros must be >= 0")
         if self.max_enqueued_batches < 1:
@@ -85,6 +102,10 @@ class BatchingConfig:
     @property
     def max_queued_rows(self) -> int:
         return self.max_enqueued_batches * self.max_batch_size
+
+    def padded_size(self, rows: int) -> int:
+        """The allowed batch size ``rows`` is padded up to (``rows`` itself if none fits)."""
+        return next((size for size in self.allowed_batch_sizes if size >= rows), rows)
 
 
 PROVIDER_ALIASES = {
@@ -190,6 +211,19 @@ def _wrapped_int(message: textproto.Message, name: str) -> int | None:
     return value
 
 
+# TF Serving fields a config file may carry that change nothing here: inputs are
+# never padded along other axes, every model has its own threads, and requests
+# are never split (one larger than max_batch_size runs alone).
+IGNORED_BATCHING_PARAMETERS = frozenset(
+    {
+        "pad_variable_length_inputs",
+        "thread_pool_name",
+        "enable_large_batch_splitting",
+        "max_execution_batch_size",
+    }
+)
+
+
 def parse_batching_parameters(text: str, base: BatchingConfig) -> BatchingConfig:
     """Read a TF Serving ``--batching_parameters_file`` over ``base``."""
     message = textproto.parse(text)
@@ -199,10 +233,7 @@ def parse_batching_parameters(text: str, base: BatchingConfig) -> BatchingConfig
         "max_enqueued_batches",
         "num_batch_threads",
         "allowed_batch_sizes",
-        "pad_variable_length_inputs",
-        "thread_pool_name",
-        "enable_large_batch_splitting",
-        "max_execution_batch_size",
+        *IGNORED_BATCHING_PARAMETERS,
     }
     unknown = set(message) - known
     if unknown:
@@ -219,7 +250,18 @@ def parse_batching_parameters(text: str, base: BatchingConfig) -> BatchingConfig
     merged = {
         name: getattr(base, name) if value is None else value for name, value in values.items()
     }
-    return BatchingConfig(**merged)
+    allowed: list[int] = []
+    for size in message.get("allowed_batch_sizes", []):
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise ValueError(f"allowed_batch_sizes must be integers, got {size!r}")
+        allowed.append(size)
+    ignored = sorted(set(message) & IGNORED_BATCHING_PARAMETERS)
+    if ignored:
+        log.warning("batching parameter(s) %s have no effect here", ", ".join(ignored))
+    return BatchingConfig(
+        **merged,
+        allowed_batch_sizes=tuple(allowed) or base.allowed_batch_sizes,
+    )
 
 
 def _policy(message: textproto.Message | None) -> VersionPolicy:
