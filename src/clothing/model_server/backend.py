@@ -8,6 +8,8 @@ that names the ones available, never a silent fall back.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import Protocol
 import numpy as np
 
 from clothing.model_server.config import RuntimeConfig, provider_name
+
+log = logging.getLogger(__name__)
 
 _ONNX_DTYPES = {
     "tensor(float)": "float32",
@@ -94,6 +98,11 @@ def resolve_providers(requested: Sequence[str]) -> list[str]:
     return names or ["CPUExecutionProvider"]
 
 
+def _fixed(dims: Sequence[int | None]) -> tuple[int, ...]:
+    """Dimensions already checked to be known, typed as such."""
+    return tuple(d for d in dims if d is not None)
+
+
 def _dim(value: object) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
@@ -145,6 +154,43 @@ class OnnxBackend:
         self._solo_session = self._new_session(path, solo_threads) if solo_threads else None
         self._session = session
         self._signature = Signature(tuple(inputs), tuple(outputs))
+        self._warm_up(path)
+
+    def _warm_up(self, path: Path) -> None:
+        """Run every session once per warm-up batch size on zeros.
+
+        A session's first run allocates its memory and picks its kernels (on a GPU:
+        cuDNN's algorithm search, or TensorRT's engine build for each input shape,
+        which takes seconds); here it happens before the version serves anyone. A
+        model that cannot run zeros still loads: its first request pays instead.
+        """
+        sizes = self._runtime.warmup_batch_sizes
+        specs = self.signature().inputs
+        if not sizes:
+            return
+        if any(len(spec.shape) == 0 or None in spec.shape[1:] for spec in specs):
+            log.info("%s: no warm-up, an input has unknown dimensions past the batch", path)
+            return
+        started = time.perf_counter()
+        sessions = [s for s in (self._session, self._solo_session) if s is not None]
+        try:
+            for size in sizes:
+                zeros = {
+                    spec.name: np.zeros((size, *_fixed(spec.shape[1:])), dtype=spec.dtype)
+                    for spec in specs
+                }
+                for session in sessions:
+                    self._run(session, zeros)
+        except Exception as error:  # ONNX Runtime raises its own untyped errors
+            log.warning("%s: warm-up on zeros failed, serving without it: %s", path, error)
+            return
+        log.info(
+            "%s: warmed up %d session(s) at batch size(s) %s in %.0f ms",
+            path,
+            len(sessions),
+            ", ".join(str(size) for size in sizes),
+            (time.perf_counter() - started) * 1000,
+        )
 
     def signature(self) -> Signature:
         if self._signature is None:

@@ -39,9 +39,11 @@ def _flag(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
-def _bool_flag(parser: argparse._ArgumentGroup, name: str, help_text: str) -> None:
+def _bool_flag(
+    parser: argparse._ArgumentGroup, name: str, help_text: str, *, default: bool = False
+) -> None:
     parser.add_argument(
-        name, type=_flag, nargs="?", const=True, default=False, metavar="BOOL", help=help_text
+        name, type=_flag, nargs="?", const=True, default=default, metavar="BOOL", help=help_text
     )
 
 
@@ -162,6 +164,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     runtime.add_argument(
         "--inter_op_threads", type=int, default=0, help="threads across operators (0: auto)"
     )
+    _bool_flag(
+        runtime,
+        "--enable_model_warmup",
+        "run each new version on zeros (every allowed_batch_sizes entry, else batch 1) "
+        "before it turns AVAILABLE, so no request pays for the first run (default true)",
+        default=True,
+    )
     parser.add_argument(
         "--log_level",
         default="INFO",
@@ -219,6 +228,7 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Serve
             execution_providers=_split(args.execution_providers) or ("CPUExecutionProvider",),
             intra_op_threads=args.intra_op_threads,
             inter_op_threads=args.inter_op_threads,
+            warmup_batch_sizes=(1,) if args.enable_model_warmup else (),
         ),
         grpc_channel_arguments=parse_channel_arguments(args.grpc_channel_arguments),
         shutdown_grace_seconds=args.shutdown_grace_seconds,

@@ -129,9 +129,16 @@ class RuntimeConfig:
     inter_op_threads: int = 0
     # Threads of a second session for a batch that runs alone (0: no second session).
     solo_intra_op_threads: int = 0
+    # Batch sizes each session runs once on zeros before its version turns AVAILABLE
+    # (empty: no warm-up); with allowed_batch_sizes, resolved_for warms those instead.
+    warmup_batch_sizes: tuple[int, ...] = (1,)
 
     def resolved_for(self, batching: BatchingConfig | None) -> RuntimeConfig:
-        """Fill in ``intra_op_threads`` = 0 so parallel batches do not oversubscribe the cores.
+        """Fill in the warm-up sizes, and ``intra_op_threads`` = 0 so parallel batches do not
+        oversubscribe the cores.
+
+        Warm-up runs the batch sizes a batch may be padded to (``allowed_batch_sizes``),
+        else batch 1: a GPU engine built per input shape is built before any request.
 
         ``num_batch_threads`` batches run at once, each in its own ``session.run``; if
         each also took every core (ONNX Runtime's default), two batches on two cores
@@ -143,12 +150,15 @@ class RuntimeConfig:
         nothing queued. Without batching, ONNX Runtime's default (every core) keeps a
         lone request fastest.
         """
+        warmed = self
+        if self.warmup_batch_sizes and batching is not None and batching.allowed_batch_sizes:
+            warmed = replace(self, warmup_batch_sizes=batching.allowed_batch_sizes)
         if self.intra_op_threads != 0 or batching is None:
-            return self
+            return warmed
         cores = os.cpu_count() or 1
         share = max(1, cores // batching.num_batch_threads)
         solo = cores if share < cores and self.cpu_only else 0
-        return replace(self, intra_op_threads=share, solo_intra_op_threads=solo)
+        return replace(warmed, intra_op_threads=share, solo_intra_op_threads=solo)
 
     @property
     def cpu_only(self) -> bool:
