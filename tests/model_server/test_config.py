@@ -14,6 +14,7 @@ from clothing.model_server.config import (
     parse_batching_parameters,
     parse_channel_arguments,
     parse_model_config,
+    parse_monitoring_config,
 )
 
 MODEL_CONFIG = """
@@ -100,6 +101,24 @@ def test_allowed_batch_sizes_are_read_and_checked(caplog: pytest.LogCaptureFixtu
             parse_batching_parameters(f"max_batch_size {{ value: 8 }} {sizes}", BatchingConfig())
 
 
+def test_monitoring_config_names_the_prometheus_path() -> None:
+    assert parse_monitoring_config("prometheus_config { enable: true }") == (
+        "/monitoring/prometheus/metrics"
+    )
+    text = 'prometheus_config { enable: true, path: "/scrape" }'
+    assert parse_monitoring_config(text) == "/scrape"
+    assert parse_monitoring_config("prometheus_config { enable: false }") is None
+    assert parse_monitoring_config("") is None
+    for bad, message in (
+        ("prometheus_config { enable: true path: 'metrics' }", "must start with /"),
+        ("prometheus_config { enable: true path: '/v1/models' }", "hide an API route"),
+        ("prometheus_config { enable: true bogus: 1 }", "unknown prometheus_config fields"),
+        ("tracing { }", "unknown monitoring config fields"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            parse_monitoring_config(bad)
+
+
 def test_textproto_scalars_lists_and_escapes() -> None:
     parsed = textproto.parse(r'a: 1 b: -2.5 c: "x\"y" d: true e: ENUM f: [1, 2] g < h: 0x10 >')
     assert parsed == {
@@ -153,8 +172,11 @@ def test_env_names_the_model_like_the_tf_serving_image() -> None:
 def test_flags_build_the_config(tmp_path: Path) -> None:
     params = tmp_path / "batching.txt"
     params.write_text("max_batch_size { value: 8 }")
+    monitoring = tmp_path / "monitoring.txt"
+    monitoring.write_text("prometheus_config { enable: true }")
     config = cli.config_from_args(
         _args(
+            f"--monitoring_config_file={monitoring}",
             "--model_name=m",
             "--model_base_path=/m",
             f"--batching_parameters_file={params}",
@@ -173,6 +195,7 @@ def test_flags_build_the_config(tmp_path: Path) -> None:
     assert config.runtime.execution_providers == ("cpu",)
     assert config.cors_origins == ("https://a.example", "https://b.example")
     assert config.grpc_channel_arguments == (("grpc.max_connection_age_ms", 1000),)
+    assert config.prometheus_path == "/monitoring/prometheus/metrics"
     assert config.poll_wait_seconds == 0
     plain = cli.config_from_args(_args("--model_name=m", "--enable_batching=false"), {})
     assert plain.batching is None

@@ -229,3 +229,18 @@ async def test_refused_requests_are_counted_with_bounded_labels(
     )
     assert "random-" not in text
     assert "made-up" not in text
+
+
+async def test_metrics_also_where_a_tf_serving_monitoring_config_puts_them(
+    serve: ServerFactory, base_path: Path
+) -> None:
+    async with (
+        serve(
+            (ModelConfig(MODEL, base_path),), prometheus_path="/monitoring/prometheus/metrics"
+        ) as running,
+        httpx.AsyncClient(base_url=running.rest_url) as client,
+    ):
+        answer = await client.get("/monitoring/prometheus/metrics")
+        assert answer.status_code == 200
+        assert "model_server_model_loads_total" in answer.text
+        assert (await client.get("/metrics")).status_code == 200

@@ -27,6 +27,7 @@ from clothing.model_server.config import (
     parse_batching_parameters,
     parse_channel_arguments,
     parse_model_config,
+    parse_monitoring_config,
 )
 
 
@@ -74,6 +75,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--rest_api_cors_origins",
         default="",
         help="origins allowed to call the REST API from a browser, comma separated ('*' for any)",
+    )
+    net.add_argument(
+        "--monitoring_config_file",
+        default=None,
+        help="TF Serving MonitoringConfig text file: prometheus_config { enable: true "
+        'path: "/monitoring/prometheus/metrics" } also serves the metrics at that REST path',
     )
     net.add_argument(
         "--shutdown_grace_seconds",
@@ -235,7 +242,18 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Serve
         response_tensor_content=args.response_tensor_content,
         max_message_bytes=args.max_message_bytes,
         cors_origins=_split(args.rest_api_cors_origins),
+        prometheus_path=_monitoring_path(args.monitoring_config_file),
     )
+
+
+def _monitoring_path(file: str | None) -> str | None:
+    if not file:
+        return None
+    try:
+        text = Path(file).read_text()
+    except OSError as error:
+        raise ValueError(f"cannot read --monitoring_config_file: {error}") from None
+    return parse_monitoring_config(text)
 
 
 def run(args: argparse.Namespace) -> int:

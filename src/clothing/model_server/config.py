@@ -181,6 +181,9 @@ class ServerConfig:
     response_tensor_content: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     cors_origins: tuple[str, ...] = ()
+    # Where the REST port also serves the Prometheus metrics (TF Serving's
+    # --monitoring_config_file); /metrics always does.
+    prometheus_path: str | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -346,3 +349,33 @@ def parse_channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
         value = value.strip()
         pairs.append((key.strip(), int(value) if value.lstrip("-").isdigit() else value))
     return tuple(pairs)
+
+
+TF_SERVING_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+_TAKEN_PATHS = ("/v1/", "/healthz", "/readyz")
+
+
+def parse_monitoring_config(text: str) -> str | None:
+    """The metrics path a TF Serving ``--monitoring_config_file`` asks for, or None.
+
+    ``prometheus_config { enable: true path: "..." }``; without ``path``, TF
+    Serving's own default. A disabled or absent ``prometheus_config`` gives None.
+    """
+    message = textproto.parse(text)
+    unknown = set(message) - {"prometheus_config"}
+    if unknown:
+        raise ValueError(f"unknown monitoring config fields: {', '.join(sorted(unknown))}")
+    prometheus = _one(message, "prometheus_config", {})
+    if not isinstance(prometheus, dict):
+        raise ValueError("prometheus_config must be a message: prometheus_config { ... }")
+    unknown = set(prometheus) - {"enable", "path"}
+    if unknown:
+        raise ValueError(f"unknown prometheus_config fields: {', '.join(sorted(unknown))}")
+    if _one(prometheus, "enable", False) is not True:
+        return None
+    path = _one(prometheus, "path", "") or TF_SERVING_PROMETHEUS_PATH
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ValueError(f"prometheus_config path must start with /, got {path!r}")
+    if path.startswith(_TAKEN_PATHS):
+        raise ValueError(f"prometheus_config path {path} would hide an API route")
+    return path

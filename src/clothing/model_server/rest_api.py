@@ -117,6 +117,7 @@ def build_app(
     *,
     max_message_bytes: int,
     cors_origins: tuple[str, ...] = (),
+    prometheus_path: str | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="clothing model server",
@@ -174,6 +175,10 @@ def build_app(
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    if prometheus_path and prometheus_path != "/metrics":
+        # Scrape configs written for TF Serving keep working.
+        app.add_api_route(prometheus_path, prometheus_metrics, methods=["GET"])
 
     def status_body(name: str, version: str | None, label: str | None) -> dict[str, Any]:
         statuses = dataplane.status(name, version=_version(version), label=label)

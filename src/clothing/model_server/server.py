@@ -120,6 +120,7 @@ class ModelServer:
             self.state,
             max_message_bytes=self.config.max_message_bytes,
             cors_origins=self.config.cors_origins,
+            prometheus_path=self.config.prometheus_path,
         )
         rest_config = uvicorn.Config(
             app,
