@@ -26,8 +26,8 @@ from clothing.model_server.config import (
     ServerConfig,
     parse_batching_parameters,
     parse_channel_arguments,
-    parse_model_config,
     parse_monitoring_config,
+    read_model_config_file,
 )
 
 
@@ -105,6 +105,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="TF Serving model_config_list text file naming several models, their "
         "version policies and version labels (instead of --model_name)",
+    )
+    models.add_argument(
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=0.0,
+        help="how often to re-read --model_config_file: added models load before they "
+        "serve, removed ones unload once idle, policies and labels change (0, the "
+        "default: read once)",
     )
     models.add_argument(
         "--file_system_poll_wait_seconds",
@@ -195,12 +203,7 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Serve
     if args.model_config_file:
         if args.model_base_path:
             raise ValueError("pass either --model_config_file or --model_base_path, not both")
-        path = Path(args.model_config_file)
-        try:
-            text = path.read_text()
-        except OSError as error:
-            raise ValueError(f"cannot read --model_config_file: {error}") from None
-        models = parse_model_config(text, relative_to=path.parent)
+        models = read_model_config_file(Path(args.model_config_file))
     else:
         name = args.model_name or environ.get("MODEL_NAME", "")
         if not name:
@@ -243,6 +246,8 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Serve
         max_message_bytes=args.max_message_bytes,
         cors_origins=_split(args.rest_api_cors_origins),
         prometheus_path=_monitoring_path(args.monitoring_config_file),
+        model_config_file=Path(args.model_config_file) if args.model_config_file else None,
+        config_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
     )
 
 

@@ -184,6 +184,10 @@ class ServerConfig:
     # Where the REST port also serves the Prometheus metrics (TF Serving's
     # --monitoring_config_file); /metrics always does.
     prometheus_path: str | None = None
+    # The --model_config_file the models came from, re-read every
+    # config_poll_wait_seconds when that is above 0.
+    model_config_file: Path | None = None
+    config_poll_wait_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -201,6 +205,10 @@ class ServerConfig:
             raise ValueError("--port and --rest_api_port must differ")
         if self.poll_wait_seconds < 0:
             raise ValueError("--file_system_poll_wait_seconds must be >= 0")
+        if self.config_poll_wait_seconds < 0:
+            raise ValueError("--model_config_file_poll_wait_seconds must be >= 0")
+        if self.config_poll_wait_seconds > 0 and self.model_config_file is None:
+            raise ValueError("--model_config_file_poll_wait_seconds needs --model_config_file")
         if self.shutdown_grace_seconds < 0:
             raise ValueError("--shutdown_grace_seconds must be >= 0")
         if self.max_message_bytes < 1024:
@@ -295,6 +303,15 @@ def _policy(message: textproto.Message | None) -> VersionPolicy:
             raise ValueError("model_version_policy latest num_versions must be an integer")
         return VersionPolicy("latest", num_versions=count)
     raise ValueError(f"unknown model_version_policy {sorted(message)}")
+
+
+def read_model_config_file(path: Path) -> tuple[ModelConfig, ...]:
+    """The models a ``--model_config_file`` names; base paths are relative to the file."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ValueError(f"cannot read --model_config_file: {error}") from None
+    return parse_model_config(text, relative_to=path.parent)
 
 
 def parse_model_config(text: str, relative_to: Path | None = None) -> tuple[ModelConfig, ...]:

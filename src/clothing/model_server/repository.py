@@ -8,7 +8,8 @@ versions off the event loop before unloading the ones they replace, so serving
 never stops; a removed version is unloaded once its in-flight requests finish.
 A version that fails to load is reported (log, status with its error, a
 metric) and the versions already loaded keep serving; it is retried when its
-files change.
+files change. :meth:`Repository.reconfigure` swaps in a new list of models
+(a re-read ``--model_config_file``) the same way.
 """
 
 from __future__ import annotations
@@ -185,6 +186,35 @@ class Repository:
         """Bring every model in line with its files on disk and its policy."""
         async with self._sync_lock:
             await asyncio.gather(*(self._sync_model(model) for model in self.models.values()))
+
+    async def reconfigure(self, configs: tuple[ModelConfig, ...]) -> None:
+        """Serve ``configs`` from now on, without a gap for the models that stay.
+
+        A new model (or one whose base path changed) is loaded before requests can
+        reach it; the model it replaces, and every model no longer configured, is
+        unloaded once its in-flight requests finish. A changed version policy or
+        version labels apply to the model in place.
+        """
+        async with self._sync_lock:
+            wanted = {config.name: config for config in configs}
+            for name, config in wanted.items():
+                current = self.models.get(name)
+                if current is not None and current.config.base_path == config.base_path:
+                    current.config = config
+                    continue
+                fresh = Model(config)
+                await self._sync_model(fresh)
+                self.models[name] = fresh
+                if current is not None:
+                    self._retire(current)
+            for name in set(self.models) - set(wanted):
+                self._retire(self.models.pop(name))
+            await asyncio.gather(*(self._sync_model(model) for model in self.models.values()))
+
+    def _retire(self, model: Model) -> None:
+        for version in model.versions.values():
+            if version.state == AVAILABLE:
+                self._start_unload(version)
 
     async def _sync_model(self, model: Model) -> None:
         on_disk = versions_on_disk(model.config.base_path)

@@ -16,13 +16,14 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import uvicorn
 
 from clothing.model_server.backend import Backend, OnnxBackend, resolve_providers
 from clothing.model_server.batching import Batcher
-from clothing.model_server.config import ServerConfig
+from clothing.model_server.config import ServerConfig, read_model_config_file
 from clothing.model_server.core import Dataplane
 from clothing.model_server.grpc_api import build_server
 from clothing.model_server.metrics import ServerMetrics
@@ -66,6 +67,7 @@ class ModelServer:
         self._rest: _UvicornServer | None = None
         self._rest_task: asyncio.Task[None] | None = None
         self._poll_task: asyncio.Task[None] | None = None
+        self._config_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
     def _make_batcher(self, version: ModelVersion) -> Batcher | None:
@@ -97,7 +99,9 @@ class ModelServer:
         self._count_available(model)
 
     def _count_available(self, model: str) -> None:
-        count = len(self.repository.models[model].available())
+        # A model being added is not in the repository until loaded; a removed one is gone.
+        found = self.repository.models.get(model)
+        count = len(found.available()) if found is not None else 0
         self.metrics.available_versions.labels(model=model).set(count)
 
     async def start(self) -> None:
@@ -145,6 +149,33 @@ class ModelServer:
             self._poll_task = asyncio.create_task(
                 self.repository.poll(self.config.poll_wait_seconds)
             )
+        if self.config.model_config_file and self.config.config_poll_wait_seconds > 0:
+            self._config_task = asyncio.create_task(
+                self._watch_model_config(
+                    self.config.model_config_file, self.config.config_poll_wait_seconds
+                )
+            )
+
+    async def _watch_model_config(self, path: Path, interval: float) -> None:
+        """Re-read ``path`` every ``interval`` s; a file that does not parse changes nothing."""
+        current = self.config.models
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                models = await asyncio.to_thread(read_model_config_file, path)
+            except ValueError as error:
+                log.error("kept the current models: %s", error)
+                continue
+            if models == current:
+                continue
+            log.info("%s changed: now serving %s", path, ", ".join(m.name for m in models))
+            try:
+                await self.repository.reconfigure(models)
+            except Exception:
+                log.exception("applying %s failed", path)
+            for name in {m.name for m in current} | {m.name for m in models}:
+                self._count_available(name)
+            current = models
 
     async def stop(self) -> None:
         """Drain: not ready, stop accepting, finish in-flight work, unload."""
@@ -153,9 +184,10 @@ class ModelServer:
             return
         self.state.draining = True
         log.info("draining (grace %.1fs)", self.config.shutdown_grace_seconds)
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-            await asyncio.gather(self._poll_task, return_exceptions=True)
+        for task in (self._poll_task, self._config_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         stops = []
         if self._grpc is not None:
             stops.append(self._grpc.stop(self.config.shutdown_grace_seconds))

@@ -1,0 +1,104 @@
+"""A re-read --model_config_file: models come and go while the others keep serving."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from clothing.model_server.config import ModelConfig, ServerConfig, read_model_config_file
+from tests.fixtures import build_test_model
+from tests.model_server.conftest import MODEL, Running, ServerFactory
+from tests.model_server.test_grpc import images, request_for
+from tests.model_server.test_reload import wait_for
+
+
+def _config(*entries: tuple[str, str, str]) -> str:
+    """``model_config_list`` text for (name, base path, extra fields) entries."""
+    blocks = "".join(
+        f'config {{ name: "{name}" base_path: "{base}" model_platform: "onnx" {extra} }}\n'
+        for name, base, extra in entries
+    )
+    return f"model_config_list {{\n{blocks}}}\n"
+
+
+async def _predict(running: Running, model: str, label: str = "") -> int:
+    request = request_for(images(1))
+    request.model_spec.name = model
+    if label:
+        request.model_spec.version_label = label
+    response = await running.predictions.Predict(request)
+    return int(response.model_spec.version.value)
+
+
+async def test_models_are_added_changed_and_removed_without_a_restart(
+    serve: ServerFactory, tmp_path: Path
+) -> None:
+    for name, versions in (("shirts", (1, 2)), ("shoes", (5,))):
+        for version in versions:
+            build_test_model(tmp_path / name / str(version))
+    config_file = tmp_path / "models.config"
+    config_file.write_text(_config((MODEL, "shirts", "")))
+    models = read_model_config_file(config_file)
+    async with (
+        serve(models, model_config_file=config_file, config_poll_wait_seconds=0.1) as running,
+        httpx.AsyncClient(base_url=running.rest_url) as client,
+    ):
+        assert await _predict(running, MODEL) == 2
+
+        config_file.write_text(_config((MODEL, "shirts", ""), ("shoes", "shoes", "")))
+
+        async def shoes_served() -> bool:
+            try:
+                return await _predict(running, "shoes") == 5
+            except grpc.aio.AioRpcError:
+                return False
+
+        await wait_for(shoes_served)
+        assert (await client.get("/readyz")).status_code == 200
+        assert await _predict(running, MODEL) == 2  # the model that stayed kept serving
+
+        pinned = "model_version_policy { specific { versions: 1 versions: 2 } } "
+        pinned += 'version_labels { key: "stable" value: 1 }'
+        config_file.write_text(_config((MODEL, "shirts", pinned)))
+
+        async def shoes_gone() -> bool:
+            try:
+                await _predict(running, "shoes")
+            except grpc.aio.AioRpcError as error:
+                return error.code() == grpc.StatusCode.NOT_FOUND
+            return False
+
+        await wait_for(shoes_gone)
+        await wait_for(lambda: _is_served(running, "stable", 1))
+        assert await _predict(running, MODEL) == 2
+        metrics = (await client.get("/metrics")).text
+        assert 'model_server_available_versions{model="shoes"} 0.0' in metrics
+        assert f'model_server_available_versions{{model="{MODEL}"}} 2.0' in metrics
+
+
+async def _is_served(running: Running, label: str, version: int) -> bool:
+    try:
+        return await _predict(running, MODEL, label) == version
+    except grpc.aio.AioRpcError:
+        return False
+
+
+async def test_a_broken_config_file_changes_nothing(serve: ServerFactory, tmp_path: Path) -> None:
+    build_test_model(tmp_path / "shirts" / "1")
+    config_file = tmp_path / "models.config"
+    config_file.write_text(_config((MODEL, "shirts", "")))
+    models = read_model_config_file(config_file)
+    watched = {"model_config_file": config_file, "config_poll_wait_seconds": 0.05}
+    async with serve(models, **watched) as running:
+        config_file.write_text("model_config_list { config { name: ")
+        await asyncio.sleep(0.3)
+        assert await _predict(running, MODEL) == 1
+
+
+def test_polling_needs_a_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs --model_config_file"):
+        ServerConfig(models=(ModelConfig(MODEL, tmp_path),), config_poll_wait_seconds=1.0)
