@@ -44,6 +44,8 @@ def generate(out: Path) -> None:
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     for path in sorted(out.rglob("*.py*")):
+        if path.name == "__init__.py":  # ours, not protoc's: already carries the header
+            continue
         text = IMPORT_RE.sub(rf"\1 {PACKAGE}.\2", path.read_text())
         path.write_text(HEADER + text)
     for folder in [out, *(p for p in out.rglob("*") if p.is_dir())]:

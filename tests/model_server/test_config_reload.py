@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from clothing.model_server.config import ModelConfig, ServerConfig, read_model_config_file
+from clothing.proto.tensorflow_serving.apis import model_management_pb2
 from tests.fixtures import build_test_model
 from tests.model_server.conftest import MODEL, Running, ServerFactory
 from tests.model_server.test_grpc import images, request_for
@@ -102,3 +103,42 @@ async def test_a_broken_config_file_changes_nothing(serve: ServerFactory, tmp_pa
 def test_polling_needs_a_config_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="needs --model_config_file"):
         ServerConfig(models=(ModelConfig(MODEL, tmp_path),), config_poll_wait_seconds=1.0)
+
+
+def _reload_request(*entries: tuple[str, Path]) -> model_management_pb2.ReloadConfigRequest:
+    request = model_management_pb2.ReloadConfigRequest()
+    for name, base in entries:
+        request.config.model_config_list.config.add(
+            name=name, base_path=str(base), model_platform="onnx"
+        )
+    return request
+
+
+async def test_the_reload_config_rpc_swaps_the_served_models(
+    serve: ServerFactory, tmp_path: Path
+) -> None:
+    for name, version in (("shirts", 1), ("shoes", 5)):
+        build_test_model(tmp_path / name / str(version))
+    async with serve((ModelConfig(MODEL, tmp_path / "shirts"),)) as running:
+        request = _reload_request((MODEL, tmp_path / "shirts"), ("shoes", tmp_path / "shoes"))
+        entry = request.config.model_config_list.config[1]
+        entry.model_version_policy.specific.versions.append(5)
+        entry.version_labels["stable"] = 5
+        response = await running.models.HandleReloadConfigRequest(request)
+        assert response.status.error_code == 0
+        assert await _predict(running, "shoes", "stable") == 5
+        assert await _predict(running, MODEL) == 1
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await running.models.HandleReloadConfigRequest(
+                _reload_request(("empty", tmp_path / "nothing-here"))
+            )
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "model empty has no available version" in str(refused.value.details())
+
+        custom = model_management_pb2.ReloadConfigRequest()
+        custom.config.custom_model_config.type_url = "type.example/whatever"
+        for bad in (custom, _reload_request(), _reload_request(("a/b", tmp_path))):
+            with pytest.raises(grpc.aio.AioRpcError) as invalid:
+                await running.models.HandleReloadConfigRequest(bad)
+            assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT

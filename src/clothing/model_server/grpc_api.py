@@ -20,12 +20,20 @@ from google.protobuf.message import DecodeError
 
 from clothing import tensors
 from clothing.model_server.backend import Signature
+from clothing.model_server.config import ModelConfig
 from clothing.model_server.core import Dataplane, MetadataResult
-from clothing.model_server.errors import INTERNAL_MESSAGE, InvalidArgument, ServingError
+from clothing.model_server.errors import (
+    INTERNAL_MESSAGE,
+    InvalidArgument,
+    ServingError,
+    Unavailable,
+)
+from clothing.model_server.reload_config import models_from_proto
 from clothing.proto.tensorflow.core.protobuf import error_codes_pb2, meta_graph_pb2
 from clothing.proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
@@ -226,7 +234,33 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         return metadata_response(result)
 
 
+Reload = Callable[[tuple[ModelConfig, ...]], Awaitable[list[str]]]
+
+
 class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(
+        self, dataplane: Dataplane, *, response_tensor_content: bool, reload: Reload | None
+    ) -> None:
+        super().__init__(dataplane, response_tensor_content=response_tensor_content)
+        self.reload = reload
+
+    @_grpc_errors
+    async def HandleReloadConfigRequest(
+        self,
+        request: model_management_pb2.ReloadConfigRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> model_management_pb2.ReloadConfigResponse:
+        """Serve exactly the request's models from now on (see Repository.reconfigure).
+
+        As in TF Serving, a model that then has no available version fails the call.
+        """
+        if self.reload is None:
+            raise Unavailable("this server does not take model configs")
+        problems = await self.reload(models_from_proto(request.config))
+        if problems:
+            raise Unavailable("; ".join(problems))
+        return model_management_pb2.ReloadConfigResponse()
+
     @_grpc_errors
     async def GetModelStatus(
         self,
@@ -254,6 +288,7 @@ def build_server(
     response_tensor_content: bool,
     max_message_bytes: int,
     channel_arguments: tuple[tuple[str, int | str], ...] = (),
+    reload: Reload | None = None,
 ) -> grpc.aio.Server:
     """A grpc.aio server with both services; the caller adds ports and starts it."""
     options: list[tuple[str, int | str]] = [
@@ -273,6 +308,7 @@ def build_server(
         server,
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        ModelServicer(dataplane, response_tensor_content=response_tensor_content), server
+        ModelServicer(dataplane, response_tensor_content=response_tensor_content, reload=reload),
+        server,
     )
     return server

@@ -23,7 +23,7 @@ import uvicorn
 
 from clothing.model_server.backend import Backend, OnnxBackend, resolve_providers
 from clothing.model_server.batching import Batcher
-from clothing.model_server.config import ServerConfig, read_model_config_file
+from clothing.model_server.config import ModelConfig, ServerConfig, read_model_config_file
 from clothing.model_server.core import Dataplane
 from clothing.model_server.grpc_api import build_server
 from clothing.model_server.metrics import ServerMetrics
@@ -116,6 +116,7 @@ class ModelServer:
             response_tensor_content=self.config.response_tensor_content,
             max_message_bytes=self.config.max_message_bytes,
             channel_arguments=self.config.grpc_channel_arguments,
+            reload=self.apply_models,
         )
         self.grpc_port = self._grpc.add_insecure_port(f"{self.config.host}:{self.config.port}")
         await self._grpc.start()
@@ -170,12 +171,18 @@ class ModelServer:
                 continue
             log.info("%s changed: now serving %s", path, ", ".join(m.name for m in models))
             try:
-                await self.repository.reconfigure(models)
+                await self.apply_models(models)
             except Exception:
                 log.exception("applying %s failed", path)
-            for name in {m.name for m in current} | {m.name for m in models}:
-                self._count_available(name)
             current = models
+
+    async def apply_models(self, models: tuple[ModelConfig, ...]) -> list[str]:
+        """Serve ``models`` from now on; what keeps any of them from serving, if anything."""
+        before = set(self.repository.models)
+        await self.repository.reconfigure(models)
+        for name in before | {model.name for model in models}:
+            self._count_available(name)
+        return self.repository.readiness()
 
     async def stop(self) -> None:
         """Drain: not ready, stop accepting, finish in-flight work, unload."""
