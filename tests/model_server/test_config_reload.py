@@ -142,3 +142,13 @@ async def test_the_reload_config_rpc_swaps_the_served_models(
             with pytest.raises(grpc.aio.AioRpcError) as invalid:
                 await running.models.HandleReloadConfigRequest(bad)
             assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_the_reload_config_rpc_can_be_turned_off(
+    serve: ServerFactory, base_path: Path
+) -> None:
+    async with serve((ModelConfig(MODEL, base_path),), allow_config_reload_rpc=False) as running:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await running.models.HandleReloadConfigRequest(_reload_request(("x", base_path)))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert await _predict(running, MODEL) == 1  # nothing changed

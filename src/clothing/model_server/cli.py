@@ -106,6 +106,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="TF Serving model_config_list text file naming several models, their "
         "version policies and version labels (instead of --model_name)",
     )
+    _bool_flag(
+        models,
+        "--allow_config_reload_rpc",
+        "let gRPC clients replace the served models with ModelService."
+        "HandleReloadConfigRequest, as TF Serving does (default true; false: PERMISSION_DENIED)",
+        default=True,
+    )
     models.add_argument(
         "--model_config_file_poll_wait_seconds",
         type=float,
@@ -248,6 +255,7 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Serve
         prometheus_path=_monitoring_path(args.monitoring_config_file),
         model_config_file=Path(args.model_config_file) if args.model_config_file else None,
         config_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+        allow_config_reload_rpc=args.allow_config_reload_rpc,
     )
 
 

@@ -188,6 +188,8 @@ class ServerConfig:
     # config_poll_wait_seconds when that is above 0.
     model_config_file: Path | None = None
     config_poll_wait_seconds: float = 0.0
+    # Whether gRPC clients may replace the served models (HandleReloadConfigRequest).
+    allow_config_reload_rpc: bool = True
 
     def __post_init__(self) -> None:
         if not self.models:

@@ -23,6 +23,7 @@ class Code(enum.Enum):
 
     INVALID_ARGUMENT = ("INVALID_ARGUMENT", 400)
     NOT_FOUND = ("NOT_FOUND", 404)
+    PERMISSION_DENIED = ("PERMISSION_DENIED", 403)
     RESOURCE_EXHAUSTED = ("RESOURCE_EXHAUSTED", 429)
     UNAVAILABLE = ("UNAVAILABLE", 503)
     INTERNAL = ("INTERNAL", 500)
@@ -54,6 +55,10 @@ class InvalidArgument(ServingError):
 
 class NotFound(ServingError):
     code = Code.NOT_FOUND
+
+
+class PermissionDenied(ServingError):
+    code = Code.PERMISSION_DENIED
 
 
 class ResourceExhausted(ServingError):

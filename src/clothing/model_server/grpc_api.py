@@ -25,6 +25,7 @@ from clothing.model_server.core import Dataplane, MetadataResult
 from clothing.model_server.errors import (
     INTERNAL_MESSAGE,
     InvalidArgument,
+    PermissionDenied,
     ServingError,
     Unavailable,
 )
@@ -255,7 +256,9 @@ class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
         As in TF Serving, a model that then has no available version fails the call.
         """
         if self.reload is None:
-            raise Unavailable("this server does not take model configs")
+            raise PermissionDenied(
+                "HandleReloadConfigRequest is turned off (--allow_config_reload_rpc=false)"
+            )
         problems = await self.reload(models_from_proto(request.config))
         if problems:
             raise Unavailable("; ".join(problems))

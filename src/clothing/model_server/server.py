@@ -116,7 +116,7 @@ class ModelServer:
             response_tensor_content=self.config.response_tensor_content,
             max_message_bytes=self.config.max_message_bytes,
             channel_arguments=self.config.grpc_channel_arguments,
-            reload=self.apply_models,
+            reload=self.apply_models if self.config.allow_config_reload_rpc else None,
         )
         self.grpc_port = self._grpc.add_insecure_port(f"{self.config.host}:{self.config.port}")
         await self._grpc.start()
