@@ -27,6 +27,7 @@ from clothing.model_server.config import (
     parse_batching_parameters,
     parse_channel_arguments,
     parse_monitoring_config,
+    read_flag_file,
     read_model_config_file,
 )
 
@@ -229,10 +230,7 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Serve
             num_batch_threads=args.num_batch_threads,
         )
         if args.batching_parameters_file:
-            try:
-                text = Path(args.batching_parameters_file).read_text()
-            except OSError as error:
-                raise ValueError(f"cannot read --batching_parameters_file: {error}") from None
+            text = read_flag_file(Path(args.batching_parameters_file), "--batching_parameters_file")
             batching = parse_batching_parameters(text, batching)
     return ServerConfig(
         models=models,
@@ -262,11 +260,7 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Serve
 def _monitoring_path(file: str | None) -> str | None:
     if not file:
         return None
-    try:
-        text = Path(file).read_text()
-    except OSError as error:
-        raise ValueError(f"cannot read --monitoring_config_file: {error}") from None
-    return parse_monitoring_config(text)
+    return parse_monitoring_config(read_flag_file(Path(file), "--monitoring_config_file"))
 
 
 def run(args: argparse.Namespace) -> int:

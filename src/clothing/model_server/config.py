@@ -307,12 +307,17 @@ def _policy(message: textproto.Message | None) -> VersionPolicy:
     raise ValueError(f"unknown model_version_policy {sorted(message)}")
 
 
+def read_flag_file(path: Path, flag: str) -> str:
+    """The text of the file ``flag`` names; ValueError (naming the flag) if unreadable."""
+    try:
+        return path.read_text()
+    except OSError as error:
+        raise ValueError(f"cannot read {flag}: {error}") from None
+
+
 def read_model_config_file(path: Path) -> tuple[ModelConfig, ...]:
     """The models a ``--model_config_file`` names; base paths are relative to the file."""
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise ValueError(f"cannot read --model_config_file: {error}") from None
+    text = read_flag_file(path, "--model_config_file")
     return parse_model_config(text, relative_to=path.parent)
 
 
