@@ -96,6 +96,18 @@ def test_hpas_target_existing_deployments(directory: str) -> None:
 
 
 @pytest.mark.parametrize("directory", ALL)
+def test_autoscaled_deployments_leave_the_replica_count_to_the_autoscaler(directory: str) -> None:
+    """A ``replicas`` field would undo the autoscaler's scale-out at every ``kubectl apply``."""
+    docs = rendered(directory)
+    scaled = {
+        hpa["spec"]["scaleTargetRef"]["name"] for hpa in of_kind(docs, "HorizontalPodAutoscaler")
+    }
+    assert scaled == {"model-server", "gateway"}
+    for name in scaled:
+        assert "replicas" not in find(docs, "Deployment", name)["spec"], name
+
+
+@pytest.mark.parametrize("directory", ALL)
 def test_pod_disruption_budgets_cover_both_tiers(directory: str) -> None:
     docs = rendered(directory)
     pdbs = of_kind(docs, "PodDisruptionBudget")
