@@ -152,14 +152,18 @@ def test_a_new_build_gets_a_new_tag_in_the_overlay(sandbox: dict[str, str]) -> N
 
 def test_the_tag_defaults_to_the_commit(sandbox: dict[str, str]) -> None:
     env = {key: value for key, value in sandbox.items() if key != "IMAGE_TAG"}
-    result = _run(env)
-    assert result.returncode == 0, result.stderr
-    commit = subprocess.run(
+    head = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
-    ).stdout.strip()
+        env=env,
+    )
+    if head.returncode != 0:
+        pytest.skip(f"git cannot read this checkout: {head.stderr.strip()}")
+    commit = head.stdout.strip()
+    result = _run(env)
+    assert result.returncode == 0, result.stderr
     for image in _deployed_images(sandbox).values():
         tag = image.rsplit(":", 1)[1]
         assert re.fullmatch(rf"{commit}(-dirty-\d{{14}})?", tag), tag
