@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
-# Push the two images to Amazon ECR and point the EKS overlay at them.
+# Build both images for EKS's nodes, push them to Amazon ECR and point the EKS
+# overlay at them.
 #
 #   deploy/eks/push-images.sh
 #
+# The images are built here with `docker buildx build --platform linux/amd64`
+# (the node group's x86 instances), whatever this machine's architecture: an
+# image built natively on an ARM laptop would not start on them. They are tagged
+# by commit (deploy/image-tag.sh), so a new build never hides behind a tag that
+# nodes already hold.
+#
 # Safe to run again: repositories are created only when missing, pushes of an
 # unchanged image upload nothing, and the overlay edit rewrites the same lines.
-# Needs: aws (v2), docker, images built locally as clothing-classifier/<name>:<tag>.
+# Needs: aws (v2), docker with buildx, run from a git checkout.
 # Environment: AWS_REGION (default: the AWS CLI's configured region, else eu-west-1),
-# AWS_ACCOUNT_ID (default: from `aws sts get-caller-identity`), IMAGE_TAG (default 0.1.0),
-# EKS_OVERLAY (the kustomization.yaml to update; default the EKS overlay's).
+# AWS_ACCOUNT_ID (default: from `aws sts get-caller-identity`), IMAGE_TAG (default:
+# deploy/image-tag.sh), PLATFORMS (default linux/amd64; linux/amd64,linux/arm64 builds
+# both, for mixed node groups, and needs a buildx builder that can, e.g. one made by
+# `docker buildx create --use`), EKS_OVERLAY (the kustomization.yaml to update;
+# default the EKS overlay's).
 set -euo pipefail
 
 readonly IMAGES=(clothing-classifier/model-server clothing-classifier/gateway)
@@ -18,10 +28,11 @@ overlay="${EKS_OVERLAY:-${repo_root}/deploy/k8s/overlays/eks/kustomization.yaml}
 region="${AWS_REGION:-$(aws configure get region || true)}"
 region="${region:-eu-west-1}"
 account="${AWS_ACCOUNT_ID:-$(aws sts get-caller-identity --query Account --output text)}"
-tag="${IMAGE_TAG:-0.1.0}"
+tag="${IMAGE_TAG:-$("${repo_root}/deploy/image-tag.sh")}"
+platforms="${PLATFORMS:-linux/amd64}"
 registry="${account}.dkr.ecr.${region}.amazonaws.com"
 
-echo "registry: ${registry}"
+echo "registry: ${registry}, tag: ${tag}, platforms: ${platforms}"
 aws ecr get-login-password --region "${region}" \
   | docker login --username AWS --password-stdin "${registry}"
 
@@ -32,14 +43,13 @@ for image in "${IMAGES[@]}"; do
     aws ecr create-repository --region "${region}" --repository-name "${image}" \
       --image-scanning-configuration scanOnPush=true >/dev/null
   fi
-  docker tag "${image}:${tag}" "${registry}/${image}:${tag}"
-  docker push "${registry}/${image}:${tag}"
+  docker buildx build --platform "${platforms}" \
+    -f "${repo_root}/deploy/docker/${image#clothing-classifier/}.Dockerfile" \
+    -t "${registry}/${image}:${tag}" --push "${repo_root}"
 done
 
 # Any previous registry (or the placeholder) is replaced by this one.
-sed -i.bak -E \
-  -e "s#newName: [^ ]*\.dkr\.ecr\.[^ ]*\.amazonaws\.com/#newName: ${registry}/#" \
-  -e "s#^(    newTag: ).*#\1${tag}#" \
-  "${overlay}"
+sed -i.bak -E "s#newName: [^ ]*\.dkr\.ecr\.[^ ]*\.amazonaws\.com/#newName: ${registry}/#" "${overlay}"
 rm -f "${overlay}.bak"
+"${repo_root}/deploy/set-image-tag.sh" "$(dirname "${overlay}")" "${tag}"
 echo "deploy/k8s/overlays/eks now uses ${registry} (tag ${tag})"

@@ -19,8 +19,10 @@ COMPOSE_FILE = ROOT / "docker-compose.yaml"
 DOCS = ROOT / "docs" / "deploy.md"
 PUSH_SCRIPT = DEPLOY / "eks" / "push-images.sh"
 
-# The Kubernetes version the manifests target (kind node image, EKS version).
-KUBERNETES_VERSION = "1.31"
+# The Kubernetes version the manifests target: the schemas they are validated
+# against, the kind node image and the EKS cluster version (docs/deploy.md,
+# "Kubernetes version", says how to move all three).
+KUBERNETES_VERSION = "1.36"
 NAMESPACE = "clothing"
 MODEL_SERVER_IMAGE = "clothing-classifier/model-server:0.1.0"
 GATEWAY_IMAGE = "clothing-classifier/gateway:0.1.0"

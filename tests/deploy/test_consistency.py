@@ -152,7 +152,8 @@ def test_push_script_pushes_the_project_images() -> None:
     assert match
     names = match.group(1).split()
     assert {f"{name}:0.1.0" for name in names} == set(IMAGES.values())
-    assert re.search(r'tag="\$\{IMAGE_TAG:-0\.1\.0\}"', script)
+    # Tagged by commit, never by the fixed version (test_image_tags.py).
+    assert re.search(r'tag="\$\{IMAGE_TAG:-\$\("\$\{repo_root\}/deploy/image-tag\.sh"\)\}"', script)
 
 
 def test_docs_name_the_same_images_and_files() -> None:

@@ -153,4 +153,4 @@ def test_patch_that_matches_nothing_is_an_error(tmp_path: Path) -> None:
 def test_images_rewrite_name_and_tag() -> None:
     docs = render(K8S / "overlays" / "eks")
     image = container(find(docs, "Deployment", "gateway"))["image"]
-    assert image.endswith(".amazonaws.com/clothing-classifier/gateway:0.1.0")
+    assert image.endswith(".amazonaws.com/clothing-classifier/gateway:unset")

@@ -27,6 +27,17 @@ def _default(name: str) -> Any:
     return cast(Callable[[], Any], spec.default_factory)()
 
 
+def _port(text: str) -> int:
+    # A clear message for the value Kubernetes puts in <SERVICE>_PORT (tcp://10.0.0.1:80).
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number from 1 to 65535")
+    return port
+
+
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -56,7 +67,7 @@ def _add(
 
 def configure(parser: argparse.ArgumentParser) -> None:
     _add(parser, "host", str, "interface to listen on")
-    _add(parser, "port", int, "HTTP port")
+    _add(parser, "port", _port, "HTTP port")
     _add(
         parser,
         "tf_serving_host",

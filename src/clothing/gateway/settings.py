@@ -1,8 +1,12 @@
 """The gateway's settings: one frozen object, validated once at start-up.
 
 Every setting is a flag of ``clothing gateway`` and an environment variable
-(``GATEWAY_<NAME>``), except the two names the original gateway already used:
-``TF_SERVING_HOST`` and ``MODEL_NAME``.
+(``GATEWAY_<NAME>``), except the two names the original gateway already used,
+``TF_SERVING_HOST`` and ``MODEL_NAME``, and the port, read from
+``GATEWAY_PORT_NUMBER``: Kubernetes sets ``GATEWAY_PORT=tcp://<ip>:<port>`` in
+every pod of a namespace holding a Service named ``gateway`` (and
+``<SERVICE>_PORT`` for any other Service name), so no variable this gateway
+reads may have a name Kubernetes could inject.
 """
 
 from __future__ import annotations
@@ -44,8 +48,9 @@ class GatewaySettings:
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.port, int) or not 0 < self.port < 65536:
+            raise ValueError(f"port must be an integer from 1 to 65535, got {self.port!r}")
         positive = (
-            "port",
             "grpc_deadline",
             "fetch_connect_timeout",
             "fetch_read_timeout",
@@ -100,7 +105,11 @@ class GatewaySettings:
         return tuple(names)
 
 
-ENV_NAMES = {"tf_serving_host": "TF_SERVING_HOST", "model_name": "MODEL_NAME"}
+ENV_NAMES = {
+    "tf_serving_host": "TF_SERVING_HOST",
+    "model_name": "MODEL_NAME",
+    "port": "GATEWAY_PORT_NUMBER",  # never GATEWAY_PORT: see the module's docstring
+}
 
 
 def env_name(setting: str) -> str:
