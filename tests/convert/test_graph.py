@@ -152,3 +152,22 @@ def test_the_command_line_loads_no_tensorflow_until_convert_runs() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_without_the_convert_extra_the_command_says_what_to_install(tmp_path: Path) -> None:
+    model = tmp_path / "model.h5"
+    model.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))  # looks like HDF5: gets past the sniffing
+    code = (
+        "import sys\n"
+        "sys.modules['keras'] = sys.modules['tensorflow'] = None  # as if not installed\n"
+        "from clothing.cli import main\n"
+        f"sys.exit(main(['convert', {str(model)!r}, '--model-dir', {str(tmp_path / 'out')!r},"
+        " '--classes', 'a,b', '--preprocessing', 'none']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert "keras is not installed; clothing convert needs the convert extra" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -24,6 +24,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clothing.convert.convert import Result
 
 PREPROCESSING_CHOICES = ("xception", "imagenet", "none")
 
@@ -82,37 +86,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from clothing.convert.convert import ConvertError, Options, ParityError, convert
-        from clothing.convert.graph import GraphError
-        from clothing.convert.source import SourceError
-        from clothing.serving_layout import LayoutError
-    except ImportError as error:
+        result = _convert(args)
+    except ModuleNotFoundError as error:
         print(
-            f"error: {error.name or error} is not installed; clothing convert needs the"
-            " convert extra: pip install -c requirements/lock.txt '.[convert]'",
+            f"error: {error.name} is not installed; clothing convert needs the convert extra:"
+            " pip install -c requirements/lock.txt '.[convert]'",
             file=sys.stderr,
         )
         return 2
-    try:
-        options = Options(
-            source=args.model,
-            model_dir=args.model_dir,
-            classes=read_classes(args.classes),
-            preprocessing=args.preprocessing,
-            version=args.version,
-            serving_input=args.serving_input,
-            softmax=args.softmax,
-            image_size=args.image_size,
-            check_data=args.check_data,
-            overwrite=args.overwrite,
-        )
-        result = convert(options)
-    except ParityError as error:
+    except ValueError as error:  # every refusal: not a model, wrong shape, occupied version
         print(f"error: {error}", file=sys.stderr)
-        return 1
-    except (ConvertError, SourceError, GraphError, LayoutError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return int(getattr(error, "exit_code", 2))
     spec = result.metadata["input"]
     print(f"wrote {result.directory}")
     print(
@@ -124,6 +108,24 @@ def run(args: argparse.Namespace) -> int:
     if not result.metadata["conversion"]["ends_in_softmax"]:
         print("note: the model ends in logits; --softmax makes it answer probabilities")
     return 0
+
+
+def _convert(args: argparse.Namespace) -> Result:
+    from clothing.convert.convert import Options, convert
+
+    options = Options(
+        source=args.model,
+        model_dir=args.model_dir,
+        classes=read_classes(args.classes),
+        preprocessing=args.preprocessing,
+        version=args.version,
+        serving_input=args.serving_input,
+        softmax=args.softmax,
+        image_size=args.image_size,
+        check_data=args.check_data,
+        overwrite=args.overwrite,
+    )
+    return convert(options)
 
 
 def read_classes(value: str) -> tuple[str, ...]:

@@ -45,9 +45,13 @@ ServingInput = Literal["float32", "uint8"]
 class ConvertError(ValueError):
     """The model cannot be converted as asked; the message says why."""
 
+    exit_code = 2
+
 
 class ParityError(ConvertError):
     """ONNX Runtime's answers differ from Keras's."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)
