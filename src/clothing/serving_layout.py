@@ -9,8 +9,8 @@ import it.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -48,13 +48,15 @@ def write_version(
     """
     target = check_writable(model_dir, version, overwrite=overwrite)
     model_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}-writing-", dir=model_dir))
+    # A plain mkdir (not mkdtemp's 0700): the version folder keeps the umask's
+    # permissions, so a server running as another user (a container's) can read it.
+    staging = _hidden_folder(model_dir, f".{version}-writing-")
     try:
         for name, data in files.items():
             (staging / name).write_bytes(data)
         replaced = None
         if target.exists():
-            replaced = Path(tempfile.mkdtemp(prefix=f".{version}-replaced-", dir=model_dir))
+            replaced = _hidden_folder(model_dir, f".{version}-replaced-")
             target.rename(replaced / "old")
         staging.rename(target)
     except BaseException:
@@ -64,3 +66,14 @@ def write_version(
     if replaced is not None:
         shutil.rmtree(replaced, ignore_errors=True)
     return target
+
+
+def _hidden_folder(parent: Path, prefix: str) -> Path:
+    """A new, uniquely named folder; model servers skip names that are not integers."""
+    while True:
+        folder = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder

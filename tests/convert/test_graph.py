@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -114,10 +115,18 @@ def test_a_graph_with_two_inputs_is_refused() -> None:
         graph.single_input(model)
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_write_version_is_all_or_nothing(tmp_path: Path) -> None:
     base = tmp_path / "model"
     target = write_version(base, 1, {"model.onnx": b"one", "metadata.json": b"{}"}, overwrite=False)
     assert sorted(p.name for p in target.iterdir()) == ["metadata.json", "model.onnx"]
+    # Readable by others (umask permitting), as a container's server user needs.
+    assert target.stat().st_mode & 0o755 == 0o755 & ~current_umask()
     with pytest.raises(LayoutError, match="already holds a model"):
         write_version(base, 1, {"model.onnx": b"two"}, overwrite=False)
     write_version(base, 1, {"model.onnx": b"two"}, overwrite=True)

@@ -44,7 +44,7 @@ class Source:
     output_shape: tuple[int | None, ...]
     call: Callable[[Any], Any]  # a float32 batch -> the output tensor
 
-    def predict(self, batch: np.ndarray, chunk: int = 8) -> np.ndarray:
+    def predict(self, batch: np.ndarray, chunk: int) -> np.ndarray:
         parts = [np.asarray(self.call(batch[i : i + chunk])) for i in range(0, len(batch), chunk)]
         return np.concatenate(parts).astype(np.float32)
 
