@@ -41,6 +41,9 @@ from .conftest import (
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(tensorflow_missing() is not None, reason=str(tensorflow_missing())),
+    # The first test pays for building and converting every model (about two minutes
+    # on 2 busy cores); the project's 300 s default would be close on a slower machine.
+    pytest.mark.timeout(900),
 ]
 
 TOLERANCE = 1e-4
@@ -332,3 +335,24 @@ def test_refuses_wrong_class_count_and_an_occupied_version(
     assert result.returncode == 2
     assert "already holds a model; pick another --version" in result.stderr
     assert (occupied / "1" / "model.onnx").read_bytes() == before
+
+
+def test_answers_that_differ_from_keras_exit_1_and_write_nothing(
+    keras_models: KerasModels, tmp_path: Path
+) -> None:
+    target = tmp_path / "model"
+    # The real command with a tolerance no conversion can meet: the failure path end to end.
+    code = (
+        "import sys\n"
+        "import clothing.convert.convert as convert\n"
+        "convert.PARITY_TOLERANCE = -1.0\n"
+        "from clothing.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = ["convert", str(keras_models.folder / "small.h5"), "--model-dir", str(target)]
+    args += ["--classes", ",".join(CLASSES), "--preprocessing", "xception"]
+    result = run_tool(["-c", code, *args])
+    assert result.returncode == 1, result.stderr[-4000:]
+    assert "ONNX Runtime differs from Keras by" in result.stderr
+    assert "nothing written" in result.stderr
+    assert not target.exists() or not any(target.iterdir())
