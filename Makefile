@@ -15,9 +15,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
 
-# Every extra, for development and tests.
+# Every extra, for development and tests. The convert extra goes in last, on its own:
+# tensorflow-protobuf (dev) ships a stand-in tensorflow/__init__.py and a few of
+# TensorFlow's own proto modules, and TensorFlow's files must be the ones that stay.
 $(VENV)/.installed-all: $(BIN)/python pyproject.toml $(LOCK)
 	$(PIP) -e '.[server,gateway,train,dev]'
+	$(PIP) -e '.[convert]'
 	touch $@
 
 # Only what running the system needs (no torch, no test tools).
@@ -88,6 +91,7 @@ lock:
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install -q -e '.[server,gateway,train,dev]'
+	.lock-venv/bin/python -m pip install -q -e '.[convert]'
 	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > $(LOCK)
 	rm -rf .lock-venv
 

@@ -30,6 +30,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("clothing.training.export_cli", "export a checkpoint to ONNX in the serving layout"),
     "evaluate": ("clothing.training.evaluate_cli", "measure an ONNX model on a labelled folder"),
     "fp16": ("clothing.training.half_cli", "float16 copy of a model for GPUs, if accuracy holds"),
+    "convert": (
+        "clothing.convert.cli",
+        "serve your own Keras model: .h5, .keras or SavedModel to ONNX",
+    ),
     "bench": ("clothing.bench_cli", "benchmark the stack against its alternatives"),
 }
 

@@ -31,6 +31,19 @@ DEFAULT_MAX_PIXELS = 40_000_000
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
+# What each preprocessing does to float32 pixels (0..255), step by step: ("div" | "sub",
+# operand broadcast over the channel axis). `clothing convert --serving-input uint8` builds
+# the same steps into a graph, so both give the same numbers.
+SCALING_STEPS: dict[Preprocessing, tuple[tuple[str, np.ndarray], ...]] = {
+    "none": (),
+    "xception": (("div", np.array(127.5, np.float32)), ("sub", np.array(1.0, np.float32))),
+    "imagenet": (
+        ("div", np.array(255.0, np.float32)),
+        ("sub", _IMAGENET_MEAN),
+        ("div", _IMAGENET_STD),
+    ),
+}
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -97,10 +110,15 @@ def to_model_row(image: Image.Image, spec: InputSpec) -> np.ndarray:
     pixels = np.asarray(resized, dtype=np.uint8)
     if spec.preprocessing == "none":
         return pixels if spec.dtype == "uint8" else pixels.astype(np.float32)
+    return scale_pixels(pixels, spec.preprocessing)
+
+
+def scale_pixels(pixels: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """uint8 pixels -> float32 scaled as ``preprocessing`` says (``SCALING_STEPS``)."""
     scaled = pixels.astype(np.float32)
-    if spec.preprocessing == "xception":
-        return scaled / np.float32(127.5) - np.float32(1.0)
-    return (scaled / np.float32(255.0) - _IMAGENET_MEAN) / _IMAGENET_STD
+    for operation, operand in SCALING_STEPS[preprocessing]:
+        scaled = scaled / operand if operation == "div" else scaled - operand
+    return scaled
 
 
 def prepare(data: bytes, spec: InputSpec, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -22,7 +22,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_files(path: Path, all_versions: bool) -> list[tuple[int | None, Path]]:
-    from clothing.model_server.repository import MODEL_FILE, versions_on_disk
+    from clothing.model_server.repository import versions_on_disk
+    from clothing.serving_layout import MODEL_FILE
 
     if path.is_file():
         return [(None, path)]

@@ -27,10 +27,9 @@ from clothing.model_server.backend import Backend, Signature
 from clothing.model_server.batching import Batcher
 from clothing.model_server.config import ModelConfig
 from clothing.model_server.errors import NotFound, Unavailable
+from clothing.serving_layout import MODEL_FILE
 
 log = logging.getLogger(__name__)
-
-MODEL_FILE = "model.onnx"
 
 # TF Serving's ModelVersionStatus.State names.
 LOADING, AVAILABLE, UNLOADING, END = "LOADING", "AVAILABLE", "UNLOADING", "END"

@@ -20,6 +20,7 @@ import onnx
 import torch
 
 from clothing import __version__
+from clothing.serving_layout import next_version
 from clothing.training.network import ServingModel, build_network
 
 OPSET = 17
@@ -116,11 +117,6 @@ def parity_error(model: ServingModel, model_bytes: bytes, images: np.ndarray) ->
     with torch.no_grad():
         from_torch = model(torch.from_numpy(images)).numpy()
     return float(np.max(np.abs(np.asarray(from_onnx) - from_torch)))
-
-
-def next_version(model_dir: Path) -> int:
-    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
-    return max(versions, default=0) + 1
 
 
 def metadata(
