@@ -394,8 +394,26 @@ class Run:
     def total_epochs(self) -> int:
         return self.config.epochs + self.config.full_epochs
 
-    def end_epoch(self, record: EpochRecord, state: StageState, measured: nn.Module) -> None:
-        """Record an epoch, save the run so far, say how long the rest takes; pause if asked."""
+    def end_epoch(
+        self,
+        epoch: int,
+        results: tuple[tuple[float, float], tuple[float, float]],
+        started: float,
+        state: StageState,
+        measured: nn.Module,
+    ) -> None:
+        """Record an epoch from its (loss, accuracy) on training and validation photos, save
+        the run so far and say how long the rest takes; pause if asked."""
+        train, validation = results
+        record = _record_epoch(
+            epoch,
+            stage=state.stage,
+            train=train,
+            validation=validation,
+            learning_rate=state.optimizer.param_groups[0]["lr"],
+            started=started,
+            log=self.log,
+        )
         self.progress.add(record, measured)
         save_state(
             self.config.output,
@@ -477,7 +495,7 @@ def fine_tune_live(
     done = sum(1 for record in run.progress.history if record.stage == "full")
     for epoch in range(first + done, first + config.full_epochs):
         epoch_started = time.monotonic()
-        train_loss, train_accuracy = live.run_live_epoch(
+        train = live.run_live_epoch(
             live.LiveEpoch(
                 network=network,
                 data=train_data,
@@ -497,16 +515,7 @@ def fine_tune_live(
         validation = live.evaluate_pixels(
             measured, validation_pixels, validation_data.labels, config.batch_size
         )
-        record = _record_epoch(
-            epoch,
-            stage="full",
-            train=(train_loss, train_accuracy),
-            validation=validation,
-            learning_rate=optimizer.param_groups[0]["lr"],
-            started=epoch_started,
-            log=run.log,
-        )
-        run.end_epoch(record, state, measured)
+        run.end_epoch(epoch, (train, validation), epoch_started, state, measured)
 
 
 def loss_weights(labels: tuple[int, ...], classes: int) -> torch.Tensor:
@@ -639,7 +648,7 @@ def fine_tune_cached(
         run.progress = Progress([], 0, accuracy, copy.deepcopy(split.network.state_dict()))
     for epoch in range(len(run.progress.history) + 1, config.epochs + 1):
         epoch_started = time.monotonic()
-        train_loss, train_accuracy = run_epoch(
+        train = run_epoch(
             EpochInputs(
                 split=split,
                 features=train_features,
@@ -658,13 +667,4 @@ def fine_tune_cached(
         validation = evaluate_cached(
             split, validation_features, validation_labels, config.batch_size
         )
-        record = _record_epoch(
-            epoch,
-            stage="cached",
-            train=(train_loss, train_accuracy),
-            validation=validation,
-            learning_rate=optimizer.param_groups[0]["lr"],
-            started=epoch_started,
-            log=run.log,
-        )
-        run.end_epoch(record, state, split.network)
+        run.end_epoch(epoch, (train, validation), epoch_started, state, split.network)
