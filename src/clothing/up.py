@@ -1,7 +1,9 @@
 """Start the model server and the gateway together, without Docker.
 
 Both run as child processes on this machine: the model server on the bundled
-model (``models/clothing-model``) and the gateway in front of it. Once both
+model's int8 copy (``models/clothing-model-int8``, the copy for CPUs; the float32
+original in ``models/clothing-model`` is for GPUs) and the gateway in front of it.
+Both copies are served under the same name, so clients see no difference. Once both
 answer ``/readyz`` the web page's address is printed. Ctrl-C or SIGTERM stops
 the gateway first, then the model server, each with a grace period; if either
 child exits on its own, the other is stopped too.
@@ -18,9 +20,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from clothing.layout import CPU_PRECISION, PRECISION_BASE_PATHS
 from clothing.readiness import poll_until_ok
 
 GRACE_SECONDS = 15.0
+CPU_MODEL_BASE_PATH = PRECISION_BASE_PATHS[CPU_PRECISION]
 
 
 class _Stop(Exception):
@@ -30,9 +34,9 @@ class _Stop(Exception):
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-base-path",
-        default=os.environ.get("MODEL_BASE_PATH", "models/clothing-model"),
+        default=os.environ.get("MODEL_BASE_PATH", CPU_MODEL_BASE_PATH),
         help="model repository (VERSION/model.onnx) (env MODEL_BASE_PATH; "
-        "default: models/clothing-model)",
+        f"default: {CPU_MODEL_BASE_PATH}, the int8 copy for CPUs)",
     )
     parser.add_argument(
         "--model-name",
@@ -105,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     if not model_path.is_dir() or not any(model_path.glob("*/model.onnx")):
         print(
             f"clothing up: no model at {model_path} (expected {model_path}/<version>/model.onnx); "
-            "train and export one, or pass --model-base-path",
+            "train and export one (and `clothing quantize` it for CPUs), "
+            "or pass --model-base-path",
             file=sys.stderr,
         )
         return 2

@@ -16,20 +16,21 @@ import sys
 from pathlib import Path
 
 from clothing.bench_cli import _int_list
+from clothing.layout import PRECISION_BASE_PATHS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--baseline",
         type=Path,
-        default=Path("models/clothing-model"),
-        help="model repository measured first (default models/clothing-model)",
+        default=Path(PRECISION_BASE_PATHS["float32"]),
+        help=f"model repository measured first (default {PRECISION_BASE_PATHS['float32']})",
     )
     parser.add_argument(
         "--candidate",
         type=Path,
-        default=Path("models/clothing-model-int8"),
-        help="model repository compared with it (default models/clothing-model-int8)",
+        default=Path(PRECISION_BASE_PATHS["int8"]),
+        help=f"model repository compared with it (default {PRECISION_BASE_PATHS['int8']})",
     )
     parser.add_argument("--threads", type=_int_list, default=(1, 2), help="default 1,2")
     parser.add_argument("--batch-sizes", type=_int_list, default=(8, 1), help="default 8,1")
