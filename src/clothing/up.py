@@ -25,6 +25,7 @@ from clothing.readiness import poll_until_ok
 
 GRACE_SECONDS = 15.0
 CPU_MODEL_BASE_PATH = PRECISION_BASE_PATHS[CPU_PRECISION]
+FALLBACK_MODEL_BASE_PATH = PRECISION_BASE_PATHS["float32"]
 
 
 class _Stop(Exception):
@@ -34,9 +35,10 @@ class _Stop(Exception):
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-base-path",
-        default=os.environ.get("MODEL_BASE_PATH", CPU_MODEL_BASE_PATH),
+        default=os.environ.get("MODEL_BASE_PATH"),
         help="model repository (VERSION/model.onnx) (env MODEL_BASE_PATH; "
-        f"default: {CPU_MODEL_BASE_PATH}, the int8 copy for CPUs)",
+        f"default: {CPU_MODEL_BASE_PATH}, the int8 copy for CPUs, or "
+        f"{FALLBACK_MODEL_BASE_PATH} while there is none)",
     )
     parser.add_argument(
         "--model-name",
@@ -60,6 +62,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("GATEWAY_ALLOW_HOSTS", ""),
         help="passed to the gateway: hosts or networks it may fetch from although private",
     )
+
+
+def _has_a_version(base_path: Path) -> bool:
+    return base_path.is_dir() and any(base_path.glob("*/model.onnx"))
+
+
+def default_model_base_path() -> str:
+    """The int8 copy for CPUs; the float32 original until someone has made that copy."""
+    if _has_a_version(Path(CPU_MODEL_BASE_PATH)):
+        return CPU_MODEL_BASE_PATH
+    print(
+        f"clothing up: no int8 copy at {CPU_MODEL_BASE_PATH} (`clothing quantize` makes it); "
+        f"serving the float32 model at {FALLBACK_MODEL_BASE_PATH}",
+        flush=True,
+    )
+    return FALLBACK_MODEL_BASE_PATH
 
 
 def _children(args: argparse.Namespace) -> list[tuple[str, list[str], str]]:
@@ -105,8 +123,10 @@ def _stop(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.model_base_path is None:
+        args.model_base_path = default_model_base_path()
     model_path = Path(args.model_base_path)
-    if not model_path.is_dir() or not any(model_path.glob("*/model.onnx")):
+    if not _has_a_version(model_path):
         print(
             f"clothing up: no model at {model_path} (expected {model_path}/<version>/model.onnx); "
             "train and export one (and `clothing quantize` it for CPUs), "
