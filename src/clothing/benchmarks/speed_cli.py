@@ -3,7 +3,8 @@
 Each cell (intra-op threads x batch size) runs --rounds blocks of --seconds per
 copy in alternating order (A B, B A, ...), so the machine's drift and other work
 land on both; the table gives each copy's pooled images/s, the ratio
-CANDIDATE ÷ BASELINE and the lowest and highest ratio of a single round.
+CANDIDATE ÷ BASELINE, the median of the rounds' own ratios and the lowest and
+highest of them.
 Random uint8 images of the model's size; ONNX Runtime on the CPU, one session per
 copy and thread count. --json also writes every figure.
 """
