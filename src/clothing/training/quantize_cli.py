@@ -9,7 +9,7 @@ the check); serve it like any model (e.g. --model_base_path OUTPUT). Both models
 are measured on DATA/validation as `clothing evaluate` does. If the copy's top-1
 accuracy is more than --max-drop points below the source's, or any class's recall
 more than --max-recall-drop points below, nothing is written and the exit code
-is 1. Speed: `clothing bench --precision` compares the two in process.
+is 1. `clothing speed` compares the two copies' images/s in process.
 """
 
 from __future__ import annotations
