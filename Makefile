@@ -6,7 +6,7 @@ LOCK := requirements/lock.txt
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c $(LOCK)
 
 .PHONY: run test install install-run lint typecheck protos protos-check lock bench soak fuzz \
-	train export evaluate clean
+	train export evaluate quantize clean
 
 # The labelled photos the bundled model is trained and evaluated on.
 DATA ?= ../shared/datasets/clothing-small
@@ -85,6 +85,11 @@ export: install
 evaluate: install
 	$(BIN)/clothing evaluate --data $(DATA) --model models/clothing-model \
 		--output runs/eval --latency --update-metadata
+
+# The int8 copy for CPUs (what `make run` serves), written only if accuracy holds.
+quantize: install
+	$(BIN)/clothing quantize --model models/clothing-model --data $(DATA) \
+		--output models/clothing-model-int8
 
 # A fresh virtualenv with every extra, frozen: the exact set CI and images install.
 lock:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from clothing.benchmarks.devices import DEVICES
+from clothing.layout import PRECISION_BASE_PATHS
 
 # --smoke: enough to start, drive and stop every system, nothing more.
 SMOKE_REQUESTS = 6
@@ -81,10 +82,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="ONNX Runtime device")
     parser.add_argument("--output", type=Path, help="results directory (default bench/results)")
     parser.add_argument(
+        "--precision",
+        choices=("float32", "int8"),
+        default="float32",
+        help="which copy of the bundled model every system serves: "
+        + ", ".join(f"{name} {PRECISION_BASE_PATHS[name]}" for name in ("float32", "int8")),
+    )
+    parser.add_argument(
         "--model-base-path",
         type=Path,
-        default=Path("models/clothing-model"),
-        help="model repository: BASE/<version>/model.onnx",
+        help="model repository: BASE/<version>/model.onnx (default: the --precision copy)",
     )
     parser.add_argument("--model-name", default="clothing-model", help="model name to serve")
     parser.add_argument("--photos", type=int, help="distinct photos per size (default 24)")
@@ -133,7 +140,7 @@ def _config(args: argparse.Namespace) -> Any:
             "bare_runs": 10,
         }
     return BenchConfig(
-        model_base_path=args.model_base_path,
+        model_base_path=args.model_base_path or Path(PRECISION_BASE_PATHS[args.precision]),
         output=args.output or repo_root / "bench" / "results",
         model_name=args.model_name,
         requests=requests,

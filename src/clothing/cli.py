@@ -29,12 +29,20 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("clothing.training.train_cli", "fine-tune the classifier from pretrained weights"),
     "export": ("clothing.training.export_cli", "export a checkpoint to ONNX in the serving layout"),
     "evaluate": ("clothing.training.evaluate_cli", "measure an ONNX model on a labelled folder"),
+    "quantize": (
+        "clothing.training.quantize_cli",
+        "int8 copy of a model for CPUs, if accuracy holds",
+    ),
     "fp16": ("clothing.training.half_cli", "float16 copy of a model for GPUs, if accuracy holds"),
     "convert": (
         "clothing.convert.cli",
         "serve your own Keras model: .h5, .keras or SavedModel to ONNX",
     ),
     "bench": ("clothing.bench_cli", "benchmark the stack against its alternatives"),
+    "speed": (
+        "clothing.benchmarks.speed_cli",
+        "images/s of two copies of a model in process, interleaved (int8 vs float32)",
+    ),
 }
 
 

@@ -1,7 +1,9 @@
 """Start the model server and the gateway together, without Docker.
 
 Both run as child processes on this machine: the model server on the bundled
-model (``models/clothing-model``) and the gateway in front of it. Once both
+model's int8 copy (``models/clothing-model-int8``, the copy for CPUs; the float32
+original in ``models/clothing-model`` is for GPUs) and the gateway in front of it.
+Both copies are served under the same name, so clients see no difference. Once both
 answer ``/readyz`` the web page's address is printed. Ctrl-C or SIGTERM stops
 the gateway first, then the model server, each with a grace period; if either
 child exits on its own, the other is stopped too.
@@ -18,9 +20,12 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from clothing.layout import CPU_PRECISION, PRECISION_BASE_PATHS
 from clothing.readiness import poll_until_ok
 
 GRACE_SECONDS = 15.0
+CPU_MODEL_BASE_PATH = PRECISION_BASE_PATHS[CPU_PRECISION]
+FALLBACK_MODEL_BASE_PATH = PRECISION_BASE_PATHS["float32"]
 
 
 class _Stop(Exception):
@@ -30,9 +35,10 @@ class _Stop(Exception):
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-base-path",
-        default=os.environ.get("MODEL_BASE_PATH", "models/clothing-model"),
+        default=os.environ.get("MODEL_BASE_PATH"),
         help="model repository (VERSION/model.onnx) (env MODEL_BASE_PATH; "
-        "default: models/clothing-model)",
+        f"default: {CPU_MODEL_BASE_PATH}, the int8 copy for CPUs, or "
+        f"{FALLBACK_MODEL_BASE_PATH} while there is none)",
     )
     parser.add_argument(
         "--model-name",
@@ -56,6 +62,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("GATEWAY_ALLOW_HOSTS", ""),
         help="passed to the gateway: hosts or networks it may fetch from although private",
     )
+
+
+def _has_a_version(base_path: Path) -> bool:
+    return base_path.is_dir() and any(base_path.glob("*/model.onnx"))
+
+
+def default_model_base_path() -> str:
+    """The int8 copy for CPUs; the float32 original until someone has made that copy."""
+    if _has_a_version(Path(CPU_MODEL_BASE_PATH)):
+        return CPU_MODEL_BASE_PATH
+    print(
+        f"clothing up: no int8 copy at {CPU_MODEL_BASE_PATH} (`clothing quantize` makes it); "
+        f"serving the float32 model at {FALLBACK_MODEL_BASE_PATH}",
+        flush=True,
+    )
+    return FALLBACK_MODEL_BASE_PATH
 
 
 def _children(args: argparse.Namespace) -> list[tuple[str, list[str], str]]:
@@ -101,11 +123,14 @@ def _stop(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.model_base_path is None:
+        args.model_base_path = default_model_base_path()
     model_path = Path(args.model_base_path)
-    if not model_path.is_dir() or not any(model_path.glob("*/model.onnx")):
+    if not _has_a_version(model_path):
         print(
             f"clothing up: no model at {model_path} (expected {model_path}/<version>/model.onnx); "
-            "train and export one, or pass --model-base-path",
+            "train and export one (and `clothing quantize` it for CPUs), "
+            "or pass --model-base-path",
             file=sys.stderr,
         )
         return 2

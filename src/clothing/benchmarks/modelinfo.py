@@ -31,6 +31,7 @@ class ModelInfo:
     input_name: str
     output_name: str
     preprocessing: str
+    precision: str = "float32"  # metadata.json's "precision" (clothing fp16, clothing quantize)
 
     def to_model_input(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 NHWC pixels -> what the model's input expects."""
@@ -112,4 +113,5 @@ def load_model_info(base_path: str | Path) -> ModelInfo:
         input_name=input_name,
         output_name=output_name,
         preprocessing=preprocessing,
+        precision=str(metadata.get("precision", "float32")),
     )

@@ -195,7 +195,7 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"Machine: {machine['cpu_model']}, {machine['nproc']} CPUs, "
         f"{machine['memory_gib']} GiB memory; device {config['device']}. "
         f"Model: {results['model']['path']} ({results['model']['width']}×"
-        f"{results['model']['height']}). "
+        f"{results['model']['height']}, {results['model'].get('precision', 'float32')}). "
         + (
             f"{config['requests']} requests per cell"
             if config.get("requests")

@@ -333,6 +333,7 @@ class Bench:
                 "height": self.info.height,
                 "width": self.info.width,
                 "preprocessing": self.info.preprocessing,
+                "precision": self.info.precision,
             },
         }
         if 1 in self.config.levels:

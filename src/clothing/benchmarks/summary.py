@@ -10,7 +10,8 @@ from clothing.benchmarks.report import fmt_ratio
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
     rows = results["rows"]
-    lines = []
+    model = results.get("model") or {}
+    lines = [f"Model: {model.get('path')} ({model.get('precision', 'float32')})"] if model else []
     level1 = results.get("level1")
     if level1:
         lines.append(

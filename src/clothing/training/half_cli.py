@@ -13,69 +13,33 @@ close stand-in; --device cuda checks on the GPU itself.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from clothing.training.evaluate_cli import add_inference_arguments, add_model_argument
+from clothing.training.derived import (
+    accuracy_holds,
+    add_copy_arguments,
+    publish,
+    record_check,
+    stage,
+    version_of,
+)
+
+__all__ = ["accuracy_holds", "configure", "run"]
 
 PROVIDERS = {
     "cpu": ("CPUExecutionProvider",),
     "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
 }
-SIDECAR_FILES = ("classes.txt", "metadata.json")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_model_argument(parser)
-    parser.add_argument(
-        "--data",
-        type=Path,
-        required=True,
-        help="labelled folder of class subfolders (or one whose validation/ folder is)",
-    )
-    parser.add_argument(
-        "--output", type=Path, required=True, help="base path for the copy (OUTPUT/<version>/)"
-    )
-    parser.add_argument(
-        "--max-drop",
-        type=float,
-        default=0.5,
-        help="most top-1 accuracy the copy may lose, in percentage points (default 0.5)",
+    add_copy_arguments(
+        parser, data_help="labelled folder of class subfolders (or one whose validation/ folder is)"
     )
     parser.add_argument("--device", choices=tuple(PROVIDERS), default="cpu", help="where to check")
-    add_inference_arguments(parser)
-
-
-def accuracy_holds(source: float, copy: float, max_drop_points: float) -> bool:
-    """Whether ``copy`` (a 0..1 accuracy) is at most ``max_drop_points`` below ``source``."""
-    return (source - copy) * 100.0 <= max_drop_points + 1e-9
-
-
-def _metadata(source_dir: Path, model_file: Path, report: dict[str, Any]) -> dict[str, Any]:
-    metadata_file = source_dir / "metadata.json"
-    info = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
-    info["precision"] = "float16"
-    info["converted_from"] = str(model_file)
-    info.setdefault("metrics", {})["float16_check"] = report
-    return info
-
-
-def _stage(model_file: Path, directory: Path) -> Path:
-    """Write the float16 model and the source's sidecar files into ``directory``."""
-    import onnx
-
-    from clothing.training.half import to_float16
-
-    directory.mkdir(parents=True)
-    onnx.save(to_float16(model_file), str(directory / "model.onnx"))
-    for name in SIDECAR_FILES:
-        if (model_file.parent / name).is_file():
-            shutil.copy2(model_file.parent / name, directory / name)
-    return directory / "model.onnx"
 
 
 def _compare(args: argparse.Namespace, model_file: Path, copy_file: Path) -> dict[str, Any]:
@@ -105,15 +69,17 @@ def run(args: argparse.Namespace) -> int:
 
     from clothing.training.data import DatasetError
     from clothing.training.evaluate import ModelError, resolve_model_file
+    from clothing.training.half import to_float16
 
     if args.max_drop < 0 or args.batch_size < 1 or args.threads < 1:
         print("error: --max-drop must be >= 0, --batch-size and --threads >= 1", file=sys.stderr)
         return 2
     try:
         model_file = resolve_model_file(args.model)
-        version = model_file.parent.name if model_file.parent.name.isdigit() else "1"
         with tempfile.TemporaryDirectory(prefix="fp16-") as scratch:
-            staged = _stage(model_file, Path(scratch) / version)
+            staged = stage(
+                to_float16(model_file), model_file, Path(scratch) / version_of(model_file)
+            )
             report = _compare(args, model_file, staged)
             print(
                 f"top-1 accuracy on {report['images']} images ({args.device}): "
@@ -129,14 +95,10 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 1
-            metadata = _metadata(model_file.parent, model_file, report)
-            (staged.parent / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-            target = args.output / version
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.copytree(staged.parent, target)
+            record_check(staged, model_file, "float16", "float16_check", report)
+            written = publish(staged, args.output)
     except (ModelError, DatasetError, ValidationError, KeyError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {target / 'model.onnx'}")
+    print(f"wrote {written}")
     return 0

@@ -1,0 +1,79 @@
+"""What every reduced-precision copy of a model shares (``clothing fp16``, ``clothing quantize``).
+
+A copy is staged in a scratch folder with the source's ``classes.txt`` and
+``metadata.json``, measured against the source on labelled photos with
+``clothing evaluate``'s code, and published as OUTPUT/<version>/ only when its
+accuracy holds. The copy keeps the source's version number, so the copy of
+``models/clothing-model/1`` is ``OUTPUT/1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from clothing.training.evaluate_cli import add_inference_arguments, add_model_argument
+
+SIDECAR_FILES = ("classes.txt", "metadata.json")
+
+
+def add_copy_arguments(parser: argparse.ArgumentParser, *, data_help: str) -> None:
+    """--model, --data, --output, --max-drop, --batch-size and --threads."""
+    add_model_argument(parser)
+    parser.add_argument("--data", type=Path, required=True, help=data_help)
+    parser.add_argument(
+        "--output", type=Path, required=True, help="base path for the copy (OUTPUT/<version>/)"
+    )
+    parser.add_argument(
+        "--max-drop",
+        type=float,
+        default=0.5,
+        help="most top-1 accuracy the copy may lose, in percentage points (default 0.5)",
+    )
+    add_inference_arguments(parser)
+
+
+def accuracy_holds(source: float, copy: float, max_drop_points: float) -> bool:
+    """Whether ``copy`` (a 0..1 fraction) is at most ``max_drop_points`` below ``source``."""
+    return (source - copy) * 100.0 <= max_drop_points + 1e-9
+
+
+def version_of(model_file: Path) -> str:
+    """The version folder's name (``1`` for a loose file)."""
+    return model_file.parent.name if model_file.parent.name.isdigit() else "1"
+
+
+def stage(model: Any, model_file: Path, directory: Path) -> Path:
+    """Save ``model`` (an ``onnx.ModelProto``) and the source's sidecar files in ``directory``."""
+    import onnx
+
+    directory.mkdir(parents=True)
+    onnx.save(model, str(directory / "model.onnx"))
+    for name in SIDECAR_FILES:
+        if (model_file.parent / name).is_file():
+            shutil.copy2(model_file.parent / name, directory / name)
+    return directory / "model.onnx"
+
+
+def record_check(
+    staged: Path, model_file: Path, precision: str, check_name: str, report: dict[str, Any]
+) -> None:
+    """Write the staged copy's metadata.json: the source's, plus precision and the check."""
+    source_metadata = model_file.parent / "metadata.json"
+    info = json.loads(source_metadata.read_text()) if source_metadata.is_file() else {}
+    info["precision"] = precision
+    info["converted_from"] = str(model_file)
+    info.setdefault("metrics", {})[check_name] = report
+    (staged.parent / "metadata.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def publish(staged: Path, output: Path) -> Path:
+    """Copy the staged version folder to OUTPUT/<version>/, replacing an older copy."""
+    target = output / staged.parent.name
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(staged.parent, target)
+    return target / "model.onnx"

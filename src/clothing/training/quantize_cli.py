@@ -1,0 +1,179 @@
+"""Make a static int8 copy of an ONNX clothing model for CPUs, kept only if accuracy holds.
+
+Activation ranges are calibrated on photos from DATA/train, put through the
+gateway's own preprocessing; weights are int8 with a scale per output channel
+(ONNX Runtime's quantize_static, QDQ form). The copy has the same inputs and
+outputs as the source (uint8 pixels in, float32 probabilities out) and goes to
+OUTPUT/<version>/ with the source's classes.txt and metadata.json (which records
+the check); serve it like any model (e.g. --model_base_path OUTPUT). Both models
+are measured on DATA/validation as `clothing evaluate` does. If the copy's top-1
+accuracy is more than --max-drop points below the source's, or any class's recall
+more than --max-recall-drop points below, nothing is written and the exit code
+is 1. `clothing speed` compares the two copies' images/s in process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from clothing.training.derived import (
+    accuracy_holds,
+    add_copy_arguments,
+    publish,
+    record_check,
+    stage,
+    version_of,
+)
+from clothing.training.quantize import METHODS
+
+DEFAULT_METHOD = "minmax"
+DEFAULT_PHOTOS = 256
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_copy_arguments(
+        parser,
+        data_help="labelled photos with train/ (calibration) and validation/ (the check) folders",
+    )
+    parser.add_argument(
+        "--max-recall-drop",
+        type=float,
+        default=2.0,
+        help="most recall any one class may lose, in percentage points (default 2)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=tuple(METHODS),
+        default=DEFAULT_METHOD,
+        help=f"how activation ranges are calibrated (default {DEFAULT_METHOD})",
+    )
+    parser.add_argument(
+        "--calibration-photos",
+        type=int,
+        default=DEFAULT_PHOTOS,
+        help=f"training photos to calibrate on, spread over every class (default {DEFAULT_PHOTOS})",
+    )
+
+
+def _folders(data: Path) -> tuple[Path, Path]:
+    from clothing.training.data import DatasetError
+
+    train, validation = data / "train", data / "validation"
+    if not train.is_dir() or not validation.is_dir():
+        raise DatasetError(
+            f"{data} needs train/ (to calibrate on) and validation/ (to check on) folders"
+        )
+    return train, validation
+
+
+def _compare(args: argparse.Namespace, model_file: Path, copy_file: Path) -> dict[str, Any]:
+    """Both models on the validation photos: accuracy, agreement and recall per class."""
+    from clothing.training.evaluate import evaluate
+
+    _, folder = _folders(args.data)
+    settings = {"batch_size": args.batch_size, "threads": args.threads}
+    source, copy = (evaluate(path, folder, **settings) for path in (model_file, copy_file))
+    return {
+        "data": str(folder),
+        "images": source.images,
+        "top1_accuracy_float32": round(source.accuracy, 4),
+        "top1_accuracy_int8": round(copy.accuracy, 4),
+        "top1_agreement": round(float((source.predictions == copy.predictions).mean()), 4),
+        "recall_float32": {row.name: round(row.recall, 4) for row in source.per_class},
+        "recall_int8": {row.name: round(row.recall, 4) for row in copy.per_class},
+        "max_drop_points": args.max_drop,
+        "max_recall_drop_points": args.max_recall_drop,
+    }
+
+
+def failures(report: dict[str, Any]) -> list[str]:
+    """Why the copy may not be written: top-1 or a class's recall fell too far."""
+    reasons = []
+    source, copy = report["top1_accuracy_float32"], report["top1_accuracy_int8"]
+    if not accuracy_holds(source, copy, report["max_drop_points"]):
+        reasons.append(
+            f"top-1 accuracy {source:.4f} -> {copy:.4f} "
+            f"(more than {report['max_drop_points']} points lost)"
+        )
+    for name, before in report["recall_float32"].items():
+        after = report["recall_int8"][name]
+        if not accuracy_holds(before, after, report["max_recall_drop_points"]):
+            reasons.append(
+                f"recall of {name} {before:.4f} -> {after:.4f} "
+                f"(more than {report['max_recall_drop_points']} points lost)"
+            )
+    return reasons
+
+
+def _calibrate_and_quantize(args: argparse.Namespace, model_file: Path) -> Any:
+    import onnxruntime
+
+    from clothing.training.evaluate import read_model_info
+    from clothing.training.quantize import calibration_photos, to_int8
+
+    train, _ = _folders(args.data)
+    session = onnxruntime.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    info = read_model_info(model_file, session)
+    del session
+    calibration = calibration_photos(
+        train,
+        input_name=info.input_name,
+        height=info.height,
+        width=info.width,
+        preprocessing=info.preprocessing,
+        count=args.calibration_photos,
+    )
+    print(
+        f"calibrating on {len(calibration.pixels)} photos from {train} ({args.method})", flush=True
+    )
+    return to_int8(model_file, calibration, method=args.method), len(calibration.pixels)
+
+
+def _check_flags(args: argparse.Namespace) -> str | None:
+    if args.max_drop < 0 or args.max_recall_drop < 0:
+        return "--max-drop and --max-recall-drop must be >= 0"
+    if args.batch_size < 1 or args.threads < 1 or args.calibration_photos < 1:
+        return "--batch-size, --threads and --calibration-photos must be >= 1"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from onnx.checker import ValidationError
+
+    from clothing.training.data import DatasetError
+    from clothing.training.evaluate import ModelError, resolve_model_file
+
+    problem = _check_flags(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        model_file = resolve_model_file(args.model)
+        model, photos = _calibrate_and_quantize(args, model_file)
+        with tempfile.TemporaryDirectory(prefix="int8-") as scratch:
+            staged = stage(model, model_file, Path(scratch) / version_of(model_file))
+            report = _compare(args, model_file, staged)
+            report["calibration"] = {"method": args.method, "photos": photos, "data": "train"}
+            print(
+                f"top-1 accuracy on {report['images']} images: "
+                f"float32 {report['top1_accuracy_float32']:.4f}, "
+                f"int8 {report['top1_accuracy_int8']:.4f}; "
+                f"same top-1 class for {report['top1_agreement']:.2%} of them"
+            )
+            reasons = failures(report)
+            if reasons:
+                for reason in reasons:
+                    print(f"error: {reason}", file=sys.stderr)
+                print("error: the int8 copy does not hold; nothing written", file=sys.stderr)
+                return 1
+            record_check(staged, model_file, "int8", "int8_check", report)
+            written = publish(staged, args.output)
+    except (ModelError, DatasetError, ValidationError, KeyError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {written}")
+    return 0
