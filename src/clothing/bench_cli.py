@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from clothing.benchmarks.devices import DEVICES
-from clothing.layout import PRECISION_BASE_PATHS
+from clothing.serving_layout import PRECISION_BASE_PATHS
 
 # --smoke: enough to start, drive and stop every system, nothing more.
 SMOKE_REQUESTS = 6

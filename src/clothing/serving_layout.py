@@ -18,6 +18,18 @@ MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 CLASSES_FILE = "classes.txt"
 
+# One model repository per precision. Every copy is served under the same model
+# name (``clothing-model``) with the same version number as the float32 original
+# it was made from, so the gateway, the benchmark and TF Serving clients address
+# them alike; which copy a model server loads is only its ``--model_base_path``.
+# CPUs serve the int8 copy, GPUs the float32 original or its float16 copy.
+PRECISION_BASE_PATHS = {
+    "float32": "models/clothing-model",
+    "int8": "models/clothing-model-int8",  # clothing quantize
+    "float16": "models/clothing-model-fp16",  # clothing fp16 (not bundled)
+}
+CPU_PRECISION = "int8"
+
 
 class LayoutError(ValueError):
     """The version folder cannot be written."""

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from clothing.layout import CPU_PRECISION, PRECISION_BASE_PATHS
 from clothing.readiness import poll_until_ok
+from clothing.serving_layout import CPU_PRECISION, PRECISION_BASE_PATHS
 
 GRACE_SECONDS = 15.0
 CPU_MODEL_BASE_PATH = PRECISION_BASE_PATHS[CPU_PRECISION]

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from clothing.bench_cli import _int_list
-from clothing.layout import PRECISION_BASE_PATHS
+from clothing.serving_layout import PRECISION_BASE_PATHS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from clothing.serving_layout import MODEL_FILE, write_version
 from clothing.training.evaluate_cli import add_inference_arguments, add_model_argument
 
 SIDECAR_FILES = ("classes.txt", "metadata.json")
@@ -71,9 +72,7 @@ def record_check(
 
 
 def publish(staged: Path, output: Path) -> Path:
-    """Copy the staged version folder to OUTPUT/<version>/, replacing an older copy."""
-    target = output / staged.parent.name
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(staged.parent, target)
-    return target / "model.onnx"
+    """Write the staged version folder as OUTPUT/<version>/ at once, replacing an older copy."""
+    files = {path.name: path.read_bytes() for path in staged.parent.iterdir() if path.is_file()}
+    target = write_version(output, int(staged.parent.name), files, overwrite=True)
+    return target / MODEL_FILE

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from clothing.layout import PRECISION_BASE_PATHS
+from clothing.serving_layout import PRECISION_BASE_PATHS
 from clothing.up import default_model_base_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
