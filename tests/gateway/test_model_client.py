@@ -191,6 +191,12 @@ async def test_metadata_the_gateway_cannot_use_is_a_model_server_error(
             ModelServerError,
             "refused GetModelMetadata: PERMISSION_DENIED: scripted refusal",
         ),
+        # Refused with and then without model_info: the second refusal is the answer.
+        (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ModelServerError,
+            "refused GetModelMetadata: INVALID_ARGUMENT: scripted refusal",
+        ),
     ],
 )
 async def test_a_metadata_refusal_maps_to_its_gateway_error(
