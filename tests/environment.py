@@ -15,7 +15,9 @@ path is taken from the repository root.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -59,6 +61,20 @@ def tool(name: str, install: str) -> str:
     found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if found is None:
         missing(f"{name} is not installed ({install})")
+    return found
+
+
+def kubectl() -> str:
+    """kubectl with a built-in kustomize v5, the reference the tests' renderer is held to."""
+    found = tool("kubectl", "kubectl 1.27 or newer, for its built-in kustomize v5")
+    version = subprocess.run(
+        [found, "version", "--client"], check=False, capture_output=True, text=True, timeout=60
+    ).stdout
+    built_in = re.search(r"Kustomize Version: v(\d+)", version)
+    require(
+        built_in is not None and int(built_in[1]) >= 5,
+        f"{found} has no kustomize v5 built in (kubectl 1.27 or newer has): {version.strip()}",
+    )
     return found
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import environment
 from tests.deploy.kustomize import (
     KustomizeError,
     apply_json6902,
@@ -18,22 +18,11 @@ from tests.deploy.kustomize import (
     strategic_merge,
 )
 from tests.deploy.manifests import K8S, OVERLAYS, container, find
-from tests.environment import require, tool
 
 
 @pytest.fixture(scope="module")
 def kubectl() -> str:
-    """kubectl, whose built-in kustomize is the reference the renderer is held to."""
-    found = tool("kubectl", "kubectl 1.27 or newer, for its built-in kustomize v5")
-    version = subprocess.run(
-        [found, "version", "--client"], check=False, capture_output=True, text=True, timeout=60
-    ).stdout
-    built_in = re.search(r"Kustomize Version: v(\d+)", version)
-    require(
-        built_in is not None and int(built_in[1]) >= 5,
-        f"{found} has no kustomize v5 built in (kubectl 1.27 or newer has): {version.strip()}",
-    )
-    return found
+    return environment.kubectl()
 
 
 # Shaped like metrics-server's upstream components.yaml Deployment (v0.7.x).
