@@ -47,8 +47,9 @@ protos: install
 protos-check: install
 	$(BIN)/python scripts/gen_protos.py --check
 
+# Tests find the photos through CLOTHING_DATA (same default when pytest runs alone).
 test: lint typecheck protos-check
-	$(BIN)/pytest
+	CLOTHING_DATA=$(DATA) $(BIN)/pytest
 
 # Re-pin every dependency of every extra (needs the package registries).
 # The full benchmark: every system side by side on loopback. BENCH_ARGS passes options,

@@ -98,7 +98,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
         type=Path,
-        help="folder of dataset photos (default the shared clothing-small validation set)",
+        help="folder of dataset photos (default ../shared/datasets/clothing-small/validation)",
     )
     parser.add_argument(
         "--batching-parameters-file",

@@ -1,9 +1,11 @@
 import asyncio
-import time
 
 import pytest
 
+from clothing.benchmarks import loadgen
 from clothing.benchmarks.loadgen import LoadResult, run_load
+
+from .clock import install
 
 
 async def test_fixed_count_runs_exactly_that_many_with_bounded_concurrency():
@@ -28,14 +30,16 @@ async def test_fixed_count_runs_exactly_that_many_with_bounded_concurrency():
     assert result.throughput == pytest.approx(40 / result.elapsed_s)
 
 
-async def test_duration_bounds_the_run():
-    async def send(index: int) -> None:
-        await asyncio.sleep(0.01)
+async def test_duration_bounds_the_run(monkeypatch):
+    clock = install(monkeypatch, loadgen)
 
-    began = time.perf_counter()
+    async def send(index: int) -> None:
+        await clock.take(0.01)
+
+    # Requests take 10 ms of the clock one after another: 200 ms hold about 20.
     result = await run_load(send, concurrency=2, duration_s=0.2)
-    assert time.perf_counter() - began < 1.0
-    assert 10 <= result.requests <= 60
+    assert 19 <= result.requests <= 22
+    assert result.elapsed_s == pytest.approx(0.2, abs=0.025)
 
 
 async def test_failures_are_counted_not_timed():

@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from clothing.gateway.imaging import InputSpec, Preprocessing, prepare
+from tests import environment
 from tests.fixtures import CLASSES, ModelServerProcess, run_model_server
 
 HERE = Path(__file__).parent
@@ -139,8 +140,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Photos:
 @pytest.fixture(scope="session")
 def keras_models(photos: Photos, tmp_path_factory: pytest.TempPathFactory) -> KerasModels:
     reason = tensorflow_missing()
-    if reason:
-        pytest.skip(reason)
+    environment.require(reason is None, str(reason))
     folder = tmp_path_factory.mktemp("keras")
     inputs = folder / "inputs.npz"
     np.savez(inputs, **photos.inputs)  # type: ignore[arg-type]  # numpy's stub: allow_pickle

@@ -26,6 +26,7 @@ from clothing.proto.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 from clothing.tensors import from_numpy, to_numpy
+from tests import environment
 from tests.fixtures import CLASSES
 
 from .conftest import (
@@ -40,13 +41,18 @@ from .conftest import (
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(tensorflow_missing() is not None, reason=str(tensorflow_missing())),
     # The first test pays for building and converting every model (about two minutes
     # on 2 busy cores); the project's 300 s default would be close on a slower machine.
     pytest.mark.timeout(900),
 ]
 
 TOLERANCE = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def _tensorflow_installed() -> None:
+    reason = tensorflow_missing()
+    environment.require(reason is None, str(reason))
 
 
 def float_val_tensor(array: np.ndarray) -> tensor_pb2.TensorProto:

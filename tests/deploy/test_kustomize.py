@@ -1,4 +1,4 @@
-"""The kustomize renderer agrees with kubectl where it exists, and refuses what it cannot do."""
+"""The kustomize renderer agrees with ``kubectl kustomize``, and refuses what it cannot do."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import environment
 from tests.deploy.kustomize import (
     KustomizeError,
     apply_json6902,
@@ -18,7 +19,11 @@ from tests.deploy.kustomize import (
 )
 from tests.deploy.manifests import K8S, OVERLAYS, container, find
 
-KUBECTL = shutil.which("kubectl")
+
+@pytest.fixture(scope="module")
+def kubectl() -> str:
+    return environment.kubectl()
+
 
 # Shaped like metrics-server's upstream components.yaml Deployment (v0.7.x).
 METRICS_SERVER_STAND_IN = {
@@ -47,12 +52,10 @@ def test_every_overlay_is_found() -> None:
     assert {"kind", "eks", "kind-custom-metrics"} <= set(OVERLAYS)
 
 
-@pytest.mark.skipif(KUBECTL is None, reason="kubectl (with its built-in kustomize) not installed")
 @pytest.mark.parametrize("directory", ["base", *(f"overlays/{name}" for name in OVERLAYS)])
-def test_renderer_matches_kubectl_kustomize(directory: str) -> None:
-    assert KUBECTL is not None
+def test_renderer_matches_kubectl_kustomize(kubectl: str, directory: str) -> None:
     output = subprocess.run(
-        [KUBECTL, "kustomize", str(K8S / directory)],
+        [kubectl, "kustomize", str(K8S / directory)],
         check=True,
         capture_output=True,
         text=True,
@@ -80,17 +83,15 @@ def test_metrics_server_patch_adds_insecure_tls() -> None:
     assert args == ["--cert-dir=/tmp", "--secure-port=10250", "--kubelet-insecure-tls"]
 
 
-@pytest.mark.skipif(KUBECTL is None, reason="kubectl (with its built-in kustomize) not installed")
-def test_metrics_server_patch_matches_kubectl(tmp_path: Path) -> None:
+def test_metrics_server_patch_matches_kubectl(kubectl: str, tmp_path: Path) -> None:
     """The shipped patch, applied by kubectl to a local stand-in of the upstream file."""
-    assert KUBECTL is not None
     shutil.copy(K8S / "metrics-server" / "kubelet-insecure-tls.yaml", tmp_path)
     (tmp_path / "components.yaml").write_text(yaml.safe_dump(METRICS_SERVER_STAND_IN))
     config = yaml.safe_load((K8S / "metrics-server" / "kustomization.yaml").read_text())
     config["resources"] = ["components.yaml"]
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(config))
     output = subprocess.run(
-        [KUBECTL, "kustomize", str(tmp_path)], check=True, capture_output=True, text=True
+        [kubectl, "kustomize", str(tmp_path)], check=True, capture_output=True, text=True
     ).stdout
     (deployment,) = [doc for doc in yaml.safe_load_all(output) if doc]
     assert render(tmp_path) == [deployment]

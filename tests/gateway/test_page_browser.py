@@ -7,11 +7,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.environment import dataset_path, tool
+
 from . import helpers
 from .conftest import run_up
 
-CHROMIUM = Path("/usr/bin/chromium")
-DATASET = Path("/work/shared/datasets/clothing-small/validation")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -26,12 +26,17 @@ CHROMIUM_ARGS = [
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed"),
 ]
 
 
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    return tool("chromium", "apt-get install chromium")
+
+
 def a_clothing_photo(tmp_path: Path) -> Path:
-    photos = sorted(DATASET.glob("pants/*.jpg")) if DATASET.is_dir() else []
+    validation = dataset_path() / "validation"
+    photos = sorted(validation.glob("pants/*.jpg")) if validation.is_dir() else []
     if photos:
         return photos[0]
     generated = tmp_path / "generated.jpg"
@@ -39,7 +44,9 @@ def a_clothing_photo(tmp_path: Path) -> Path:
     return generated
 
 
-def test_upload_on_the_page_shows_the_api_answer(model_dir: Path, tmp_path: Path) -> None:
+def test_upload_on_the_page_shows_the_api_answer(
+    chromium: str, model_dir: Path, tmp_path: Path
+) -> None:
     from playwright.sync_api import sync_playwright
 
     photo = a_clothing_photo(tmp_path)
@@ -49,7 +56,7 @@ def test_upload_on_the_page_shows_the_api_answer(model_dir: Path, tmp_path: Path
                 f"{up.gateway_url}/predict", files={"file": (photo.name, image)}, timeout=30
             ).json()
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1000, "height": 760})
                 page.goto(up.gateway_url + "/")

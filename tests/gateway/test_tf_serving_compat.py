@@ -1,7 +1,10 @@
-"""The gateway against a server that behaves like a stock TF Serving with a Keras model.
+"""The gateway against a hand-written PredictionService-only servicer that answers the
+way a stock TF Serving with a Keras model does.
 
-Such a server refuses ``model_info`` with INVALID_ARGUMENT, has a float32 input
-with a Keras-style name, and answers with ``float_val`` instead of raw bytes.
+It is not TF Serving: it implements PredictionService alone (no ModelService, so
+no GetModelStatus), refuses ``model_info`` with INVALID_ARGUMENT as TF Serving
+does, has a float32 input with a Keras-style name, and answers with
+``float_val`` instead of raw bytes.
 """
 
 import base64
@@ -33,13 +36,17 @@ def expected_scores(batch: np.ndarray) -> np.ndarray:
     return np.concatenate([means, np.zeros((len(batch), 7), np.float32)], axis=1)
 
 
-class StockTFServing(prediction_service_pb2_grpc.PredictionServiceServicer):
+class PredictionServiceOnly(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """GetModelMetadata and Predict shaped like TF Serving's answers for a Keras export."""
+
     def __init__(self) -> None:
         self.seen_fields: list[list[str]] = []
         self.seen_batches: list[np.ndarray] = []
 
     async def GetModelMetadata(self, request, context):
         self.seen_fields.append(list(request.metadata_field))
+        if request.model_spec.name != "clothing-model":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "Servable not found for request")
         if list(request.metadata_field) != ["signature_def"]:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "Metadata field model_info is not supported"
@@ -80,9 +87,9 @@ class StockTFServing(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 @pytest.fixture
-async def stock_server():
+async def prediction_only_server():
     server = grpc.aio.server()
-    servicer = StockTFServing()
+    servicer = PredictionServiceOnly()
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(  # type: ignore[no-untyped-call]
         servicer, server
     )
@@ -92,8 +99,10 @@ async def stock_server():
     await server.stop(None)
 
 
-async def test_xception_model_on_stock_tf_serving(stock_server, tmp_path):
-    address, servicer = stock_server
+async def test_xception_model_behind_a_prediction_service_only_server(
+    prediction_only_server, tmp_path
+):
+    address, servicer = prediction_only_server
     names = ["red", "green", "blue", *[f"other{i}" for i in range(7)]]
     (tmp_path / "labels.txt").write_text("\n".join(names))
     settings = GatewaySettings(
@@ -115,8 +124,8 @@ async def test_xception_model_on_stock_tf_serving(stock_server, tmp_path):
         assert answer.json()["predictions"][name] == pytest.approx(score, abs=1e-5)
 
 
-async def test_preprocessing_flag_overrides_the_default(stock_server):
-    address, servicer = stock_server
+async def test_preprocessing_flag_overrides_the_default(prediction_only_server):
+    address, servicer = prediction_only_server
     settings = GatewaySettings(tf_serving_host=address, preprocessing="imagenet")
     async with gateway_client(settings) as client:
         data = base64.b64encode(helpers.jpeg((0, 0, 0))).decode()
@@ -125,3 +134,24 @@ async def test_preprocessing_flag_overrides_the_default(stock_server):
     assert answer.json()["label"].startswith("class_"), "no classes known: generic names"
     # Black pixels under ImageNet scaling are -mean/std: clearly negative, not -1.
     assert servicer.seen_batches[0][0, 0, 0, 0] == pytest.approx(-0.485 / 0.229, abs=1e-3)
+
+
+async def test_readiness_without_a_model_service(prediction_only_server):
+    """No GetModelStatus to ask: the model is ready when it describes itself."""
+    address, servicer = prediction_only_server
+    async with gateway_client(GatewaySettings(tf_serving_host=address)) as client:
+        answer = await client.get("/readyz")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model"] == {"name": "clothing-model", "version": 1}
+    assert servicer.seen_fields, "readiness asked for the model's metadata"
+
+
+async def test_not_ready_without_a_model_service_when_the_model_is_unknown(
+    prediction_only_server,
+):
+    address, _ = prediction_only_server
+    settings = GatewaySettings(tf_serving_host=address, model_name="another-model")
+    async with gateway_client(settings) as client:
+        answer = await client.get("/readyz")
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["status"] == "unavailable"

@@ -10,8 +10,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,10 +20,40 @@ import pytest
 from clothing.benchmarks.processes import free_port
 from tests.fixtures import build_test_model, run_model_server, wait_ready
 
-from .helpers import MODEL, run_gateway
-from .load import Load, tally
+from .helpers import MODEL, run_gateway, wait_until
+from .load import Load, Outcome, tally
 
 DEADLINE = 2.0  # the gateway's gRPC deadline in these tests
+# Time limits where time is the behaviour, with room for a busy 2-core machine.
+RECOVERY_LIMIT = 4.0  # a restarted model server is used again within (reconnect backoff ~1.2 s)
+REFUSAL_LIMIT = 2.0  # a closed port is refused at once
+
+
+def wait_for(
+    load: Load, condition: Callable[[list[Outcome]], bool], what: str, limit: float = 60.0
+) -> None:
+    """Until the outcomes so far satisfy ``condition``: fault windows are defined by
+    what the clients saw, not by sleeps that a busy machine can outlast."""
+    deadline = time.monotonic() + limit
+    while not condition(list(load.outcomes)):
+        assert time.monotonic() < deadline, f"{what} not seen within {limit} s"
+        time.sleep(0.02)
+
+
+def ok_count(since: float = 0.0, wanted: int = 8) -> Callable[[list[Outcome]], bool]:
+    """At least ``wanted`` answers of 200 to requests sent from ``since`` on."""
+
+    def enough(outcomes: list[Outcome]) -> bool:
+        return sum(o.status == "200" and o.started >= since for o in outcomes) >= wanted
+
+    return enough
+
+
+def sent_after(moment: float, wanted: int = 3) -> Callable[[list[Outcome]], bool]:
+    def enough(outcomes: list[Outcome]) -> bool:
+        return sum(o.started > moment for o in outcomes) >= wanted
+
+    return enough
 
 
 @contextlib.contextmanager
@@ -64,37 +95,47 @@ def test_model_server_killed_and_restarted_under_load(tmp_path: Path) -> None:
         run_gateway(f"127.0.0.1:{grpc_port}", *gateway_flags) as gateway,
     ):
         load = Load(gateway.url, clients=6).start()
-        time.sleep(2.0)
+        wait_for(load, ok_count(), "answers before the kill")
         killed_at = time.monotonic()
         first.send_signal(signal.SIGKILL)
         first.wait()
-        time.sleep(3.0)
+
+        def noticed(outcomes: list[Outcome]) -> bool:
+            return sum(o.status == "503" and o.started > killed_at for o in outcomes) >= 8
+
+        wait_for(load, noticed, "503s while the model server is down")
         # The restarted server accepts gRPC a little before its /readyz poll
         # succeeds, so "down" ends when the restart begins, not when it is ready.
         restart_at = time.monotonic()
         with model_server_on(base, grpc_port, rest_port):
             ready_at = time.monotonic()
-            time.sleep(4.0)
+            wait_for(load, ok_count(since=ready_at), "answers after the restart")
             outcomes = load.stop()
             # The same gateway process, never restarted, is ready again.
             assert httpx.get(f"{gateway.url}/readyz", timeout=5).status_code == 200
         assert gateway.process.poll() is None
 
-    # Requests in flight at the kill fail (503) like the rest of the downtime.
-    before = [o for o in outcomes if o.started + o.seconds < killed_at]
-    down = [o for o in outcomes if killed_at + 0.2 < o.started + o.seconds < restart_at]
-    after = [o for o in outcomes if o.started >= ready_at]
+    def end(outcome: Outcome) -> float:
+        return outcome.started + outcome.seconds
+
+    before = [o for o in outcomes if end(o) < killed_at]
     assert {o.status for o in before} == {"200"}, tally(before)
+    # Requests in flight at the kill fail like the rest of the downtime: never a 500.
+    assert {o.status for o in outcomes} == {"200", "503"}, tally(outcomes)
+    # Once the gateway has answered one 503, everything sent until the restart is a 503.
+    noticed_at = min(end(o) for o in outcomes if o.status == "503")
+    down = [o for o in outcomes if o.started > noticed_at and end(o) < restart_at]
     assert down, "no request was sent while the model server was down"
     assert {o.status for o in down} == {"503"}, tally(down)
     assert {o.retry_after for o in down} == {"1"}
     # Nothing hangs past the gRPC deadline (plus the retry on UNAVAILABLE and slack).
     slowest = max(o.seconds for o in outcomes)
-    assert slowest < 2 * DEADLINE + 1.0, slowest
-    first_ok = min(o.started + o.seconds for o in after if o.status == "200")
+    assert slowest < 2 * DEADLINE + 2.0, slowest
+    after = [o for o in outcomes if o.started >= ready_at]
+    first_ok = min(end(o) for o in after if o.status == "200")
     recovery = first_ok - ready_at
-    assert recovery < 2.0, recovery
-    late = [o for o in after if o.started > ready_at + 2.0]
+    assert recovery < RECOVERY_LIMIT, recovery
+    late = [o for o in outcomes if o.started > first_ok]
     assert late, "no request was sent after recovery"
     assert {o.status for o in late} == {"200"}, tally(late)
     down_p99 = sorted(o.seconds for o in down)[int(0.99 * (len(down) - 1))]
@@ -126,18 +167,24 @@ def test_new_and_corrupt_versions_under_load_fail_nothing(tmp_path: Path) -> Non
         run_gateway(server.grpc_address, "--ready-cache-seconds=0") as gateway,
     ):
         load = Load(gateway.url, clients=6).start()
-        time.sleep(1.5)
+        wait_for(load, ok_count(), "answers from version 1")
         _publish(base, 2)
-        time.sleep(2.5)
+        wait_for(load, lambda seen: any(o.version == 2 for o in seen), "an answer from version 2")
+
+        def statuses() -> dict[str, Any]:
+            answer = httpx.get(f"{server.rest_url}/v1/models/{MODEL}", timeout=5).json()
+            return {s["version"]: s for s in answer["model_version_status"]}
+
         _publish(base, 3, corrupt=True)
-        time.sleep(2.5)
+        wait_until(lambda: statuses().get("3", {}).get("state") == "END", 60)
+        failed_at = time.monotonic()
+        wait_for(load, ok_count(since=failed_at), "answers after the corrupt version")
         outcomes = load.stop()
-        statuses = httpx.get(f"{server.rest_url}/v1/models/{MODEL}", timeout=5).json()
+        states = statuses()
         ready = httpx.get(f"{server.rest_url}/readyz", timeout=5).status_code
     assert {o.status for o in outcomes} == {"200"}, tally(outcomes)
     versions = {o.version for o in outcomes}
     assert versions == {1, 2}, versions
-    states = {s["version"]: s for s in statuses["model_version_status"]}
     assert states["3"]["state"] == "END"
     assert "failed to load version 3" in states["3"]["status"]["error_message"]
     assert states["2"]["state"] == "AVAILABLE"
@@ -155,19 +202,20 @@ def test_sigterm_to_the_model_server_under_load(tmp_path: Path) -> None:
         run_gateway(server.grpc_address, "--grpc-deadline=8", "--ready-cache-seconds=0") as gw,
     ):
         load = Load(gw.url, clients=4).start()
-        time.sleep(2.0)
+        wait_for(load, ok_count(), "answers before SIGTERM")
+        wait_until(lambda: _inflight(server.rest_url) >= 1, 30)  # one is inside the server
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         code = server.process.wait(grace + 5)
         exited = time.monotonic() - signalled
-        time.sleep(1.0)
+        wait_for(load, sent_after(signalled + exited), "requests after the server exited")
         outcomes = load.stop()
     assert code == 0
     assert exited < grace
     assert {o.status for o in outcomes} <= {"200", "503"}, tally(outcomes)
-    # Requests that reached the server before SIGTERM all completed (the gateway
-    # needs a moment to decode and forward, hence the margin).
-    in_flight = [o for o in outcomes if o.started < signalled - 0.3]
+    # Requests that reached the server before SIGTERM all completed. The gateway
+    # needs a moment to decode and forward (more on a busy machine), hence a margin.
+    in_flight = [o for o in outcomes if o.started < signalled - 1.0]
     assert {o.status for o in in_flight} == {"200"}, tally(in_flight)
     # With four clients sending back to back, some request is always open at the
     # signal; those the server had accepted complete with 200 after it.
@@ -195,18 +243,20 @@ def test_sigterm_to_the_gateway_under_load(tmp_path: Path) -> None:
         run_gateway(server.grpc_address, "--grpc-deadline=8") as gateway,
     ):
         load = Load(gateway.url, clients=4).start()
-        time.sleep(2.0)
+        wait_for(load, ok_count(), "answers before SIGTERM")
+        wait_until(lambda: _inflight(server.rest_url) >= 1, 30)  # one is being predicted
         signalled = time.monotonic()
         gateway.process.send_signal(signal.SIGTERM)
         code = gateway.process.wait(15)
         exited = time.monotonic() - signalled
-        time.sleep(0.5)
+        wait_for(load, sent_after(signalled + exited), "requests after the gateway exited")
         outcomes = load.stop()
         log = gateway.log()
     # Regression: uvicorn re-raised SIGTERM after draining, so the exit code was -15.
     assert code == 0, log
     assert exited < 10.0
-    in_flight = [o for o in outcomes if o.started < signalled - 0.1]
+    # Accepted before the signal (a margin for the client's connect and send).
+    in_flight = [o for o in outcomes if o.started < signalled - 1.0]
     assert {o.status for o in in_flight} == {"200"}, tally(in_flight)
     # With four clients sending back to back, some request is always open at the
     # signal; those the server had accepted complete with 200 after it.
@@ -218,9 +268,19 @@ def test_sigterm_to_the_gateway_under_load(tmp_path: Path) -> None:
     assert late
     # The port is closed: connecting is refused at once, nothing hangs.
     assert {o.status for o in late} == {"ConnectError"}, tally(late)
-    assert max(o.seconds for o in late) < 1.0
+    assert max(o.seconds for o in late) < REFUSAL_LIMIT
     print(
         f"SIGTERM gateway: exit {code} after {exited:.2f} s; "
         f"{len(completed_after)} in-flight requests completed after the signal; "
         f"later {tally(late)}"
+    )
+
+
+def _inflight(rest_url: str) -> float:
+    """The model server's own count of Predict calls in progress."""
+    text = httpx.get(f"{rest_url}/metrics", timeout=5).text
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("model_server_inflight_requests{")
     )

@@ -29,13 +29,15 @@ from tests.fixtures import (
 from .helpers import MODEL, images, predict_request, prediction_stub, process_stats
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
+LIMIT = 4194304  # the server's --max_message_bytes
+PADDING_FIELD = 1000  # not a field of PredictRequest
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServerProcess]:
     base = tmp_path_factory.mktemp("hostile") / MODEL
     build_test_model(base / "1")
-    with run_model_server(base, extra_args=["--max_message_bytes=4194304"]) as running:
+    with run_model_server(base, extra_args=[f"--max_message_bytes={LIMIT}"]) as running:
         yield running
 
 
@@ -156,9 +158,47 @@ def test_message_over_the_limit_then_serves(server: ModelServerProcess) -> None:
     assert server.process.poll() is None
 
 
-def test_a_tensor_as_large_as_the_limit_allows_is_still_served(server: ModelServerProcess) -> None:
-    # The byte limit on decoded tensors must not refuse what the message limit admits.
-    batch = images(400)  # 1.2 MB
+def _sized_predict(size: int) -> tuple[bytes, int]:
+    """A valid Predict message of exactly ``size`` bytes, and its batch size.
+
+    As many 32x32 images as fit (the largest tensor the message limit admits),
+    topped up with an unknown field, which protobuf parsers keep and ignore.
+    """
+    count = (size - 1024) // (32 * 32 * 3)
+    message = predict_request(images(count, seed=3)).SerializeToString()
+    gap = size - len(message)
+    tag = _varint(PADDING_FIELD << 3 | 2)
+    for length_size in range(1, 5):
+        padding = gap - len(tag) - length_size
+        if len(_varint(padding)) == length_size:
+            padded = message + tag + _varint(padding) + b"\0" * padding
+            assert len(padded) == size
+            return padded, count
+    raise AssertionError(f"cannot pad {len(message)} bytes to {size}")
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def test_the_message_limit_is_exact(server: ModelServerProcess) -> None:
+    """limit - 1 and limit bytes are served in full; limit + 1 is RESOURCE_EXHAUSTED."""
     with grpc.insecure_channel(server.grpc_address) as channel:
-        response = prediction_stub(channel).Predict(predict_request(batch), timeout=30)
-    assert response.outputs["probabilities"].tensor_shape.dim[0].size == 400
+        raw = channel.unary_unary(
+            PREDICT, response_deserializer=predict_pb2.PredictResponse.FromString
+        )
+        for size in (LIMIT - 1, LIMIT):
+            message, count = _sized_predict(size)
+            response = raw(message, timeout=60)
+            # The byte limit on decoded tensors must not refuse what the message limit admits.
+            assert response.outputs["probabilities"].tensor_shape.dim[0].size == count
+        over, _ = _sized_predict(LIMIT + 1)
+        with pytest.raises(grpc.RpcError) as caught:
+            raw(over, timeout=60)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    _assert_serves(server)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,30 +15,52 @@ import pytest
 
 from clothing.model_server.batching import Batcher
 from clothing.model_server.config import BatchingConfig, ModelConfig
-from clothing.model_server.errors import ResourceExhausted
+from clothing.model_server.errors import Internal, InvalidArgument, ResourceExhausted
 from tests.fixtures import build_test_model, reference_probabilities
 from tests.model_server.conftest import MODEL, ServerFactory
 from tests.model_server.test_grpc import images, request_for
 
 
 class Recorder:
-    """Doubles its input; records batch sizes; can be slowed down or made to fail."""
+    """Doubles its input; records batch shapes; can be held, slowed down or made to fail.
 
-    def __init__(self, delay: float = 0.0) -> None:
+    A held recorder blocks every call until ``release`` is set, so a test decides
+    when a running batch ends instead of guessing how long it takes.
+    """
+
+    def __init__(self, delay: float = 0.0, *, held: bool = False) -> None:
         self.delay = delay
-        self.batches: list[int] = []
+        self.shapes: list[tuple[int, ...]] = []
         self.fail = False
         self.lock = threading.Lock()
         self.started = threading.Event()
+        self.release = threading.Event()
+        if not held:
+            self.release.set()
+
+    @property
+    def batches(self) -> list[int]:
+        return [shape[0] for shape in self.shapes]
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self.lock:
-            self.batches.append(len(inputs["x"]))
+            self.shapes.append(inputs["x"].shape)
         self.started.set()
+        assert self.release.wait(30), "the test never released the batch"
         time.sleep(self.delay)
         if self.fail:
             raise RuntimeError("runtime exploded")
         return {"y": inputs["x"] * 2}
+
+    async def wait_started(self) -> None:
+        assert await asyncio.to_thread(self.started.wait, 30), "no batch started"
+
+
+async def until(condition: Callable[[], bool], limit: float = 30.0) -> None:
+    """Let the event loop run until ``condition()`` holds (the event, not a guess of time)."""
+    async with asyncio.timeout(limit):
+        while not condition():  # noqa: ASYNC110 - the queue has no event to await; poll it
+            await asyncio.sleep(0.001)
 
 
 @pytest.fixture
@@ -71,7 +93,7 @@ async def test_concurrent_requests_merge_and_split_back_in_order(
 async def test_queue_waits_and_runtime_are_timed_apart(executor: ThreadPoolExecutor) -> None:
     waits: list[float] = []
     runtimes: list[float] = []
-    predict = Recorder(delay=0.1)
+    predict = Recorder(held=True)
     batcher = Batcher(
         predict,
         BatchingConfig(1, 0, 10, 1),
@@ -80,21 +102,30 @@ async def test_queue_waits_and_runtime_are_timed_apart(executor: ThreadPoolExecu
         on_runtime=runtimes.append,
     )
     # One row per batch and one batch thread: the second request waits out the first.
-    await asyncio.gather(batcher.predict(rows(0, 1)), batcher.predict(rows(1, 1)))
+    first = asyncio.ensure_future(batcher.predict(rows(0, 1)))
+    await predict.wait_started()
+    second = asyncio.ensure_future(batcher.predict(rows(1, 1)))
+    await until(lambda: batcher.queued_rows == 1)
+    held_from = time.monotonic()
+    await asyncio.sleep(0.2)  # how long the first batch runs: the second waits at least that
+    predict.release.set()
+    held = time.monotonic() - held_from
+    await asyncio.gather(first, second)
     assert len(runtimes) == 2
-    assert all(0.09 < seconds < 1.0 for seconds in runtimes)
+    assert runtimes[0] >= held, "the first batch's runtime covers the time it was held"
     assert len(waits) == 2
-    assert min(waits) < 0.05, "the first request started at once"
-    assert max(waits) > 0.09, "the second waited for the first batch"
+    assert waits[1] >= held, "the second request's queue wait covers the first batch"
+    assert waits[0] < waits[1]
     await batcher.stop()
 
 
 async def test_a_lone_request_does_not_wait_for_the_timeout(executor: ThreadPoolExecutor) -> None:
-    batcher = Batcher(Recorder(), BatchingConfig(32, 2_000_000, 10, 2), executor)
+    # Time is the behaviour here; a 60 s timeout leaves a wide margin on a busy machine.
+    batcher = Batcher(Recorder(), BatchingConfig(32, 60_000_000, 10, 2), executor)
     started = time.monotonic()
     for _ in range(3):
         await batcher.predict(rows(0, 1))
-    assert time.monotonic() - started < 1.0  # the timeout is 2 s per batch
+    assert time.monotonic() - started < 30.0
     await batcher.stop()
 
 
@@ -118,37 +149,51 @@ async def test_only_a_batch_with_the_machine_to_itself_runs_alone(
 async def test_a_batch_that_overlaps_a_running_one_shares_the_cores(
     executor: ThreadPoolExecutor,
 ) -> None:
-    shared, alone = Recorder(delay=0.3), Recorder(delay=0.3)
+    shared, alone = Recorder(), Recorder(held=True)
     two_workers = BatchingConfig(4, 1000, 10, 2)
     batcher = Batcher(shared, two_workers, executor, predict_alone=alone)
     first = asyncio.ensure_future(batcher.predict(rows(0, 1)))
-    assert await asyncio.to_thread(alone.started.wait, 5)  # the first runs, alone
+    await alone.wait_started()  # the first runs, alone, and is held running
     await batcher.predict(rows(10, 2))
+    assert not first.done()
+    alone.release.set()
     await first
     assert (alone.batches, shared.batches) == ([1], [2])
     await batcher.stop()
 
 
 async def test_full_batch_goes_before_the_timeout(executor: ThreadPoolExecutor) -> None:
-    predict = Recorder(delay=0.2)
-    batcher = Batcher(predict, BatchingConfig(4, 5_000_000, 10, 1), executor)
+    predict = Recorder(held=True)
+    batcher = Batcher(predict, BatchingConfig(4, 60_000_000, 10, 1), executor)
     first = asyncio.create_task(batcher.predict(rows(0, 1)))
-    await asyncio.sleep(0.05)  # the first runs alone; the next four queue behind it
+    await predict.wait_started()  # the first runs alone; the next four queue behind it
+    rest = [asyncio.ensure_future(batcher.predict(rows(i, 1))) for i in range(4)]
+    await until(lambda: batcher.queued_rows == 4)
     started = time.monotonic()
-    await asyncio.gather(*(batcher.predict(rows(i, 1)) for i in range(4)), first)
-    assert time.monotonic() - started < 2.0
+    predict.release.set()
+    await asyncio.gather(*rest, first)
+    assert time.monotonic() - started < 30.0, "the full batch did not wait out the 60 s timeout"
     assert predict.batches == [1, 4]
     await batcher.stop()
 
 
 async def test_requests_of_different_shapes_never_mix(executor: ThreadPoolExecutor) -> None:
-    predict = Recorder(delay=0.05)
+    predict = Recorder(held=True)
     batcher = Batcher(predict, BatchingConfig(16, 20_000, 10, 1), executor)
     narrow = [rows(i, 1, width=3) for i in range(4)]
     wide = [rows(i, 1, width=5) for i in range(4)]
-    results = await asyncio.gather(*(batcher.predict(r) for r in narrow + wide))
-    for request, result in zip(narrow + wide, results, strict=True):
+    # Interleaved, all queued while a first batch is held running.
+    first = asyncio.ensure_future(batcher.predict(rows(0, 1, width=4)))
+    await predict.wait_started()
+    mixed = [request for pair in zip(narrow, wide, strict=True) for request in pair]
+    pending = [asyncio.ensure_future(batcher.predict(r)) for r in mixed]
+    await until(lambda: batcher.queued_rows == 8)
+    predict.release.set()
+    results = await asyncio.gather(first, *pending)
+    for request, result in zip(mixed, results[1:], strict=True):
         np.testing.assert_array_equal(result["y"], request["x"] * 2)
+    # One batch per shape, each whole: the shapes were grouped, never mixed.
+    assert sorted(predict.shapes) == [(1, 4), (4, 3), (4, 5)]
     await batcher.stop()
 
 
@@ -205,16 +250,16 @@ async def test_wrong_output_length_is_an_error(executor: ThreadPoolExecutor) -> 
 
 
 async def test_full_queue_is_refused_not_grown(executor: ThreadPoolExecutor) -> None:
-    predict = Recorder(delay=0.3)
+    predict = Recorder(held=True)
     depth: list[int] = []
     batcher = Batcher(predict, BatchingConfig(2, 1000, 2, 1), executor, on_queue_depth=depth.append)
     running = asyncio.create_task(batcher.predict(rows(0, 1)))
-    await asyncio.sleep(0.05)
+    await predict.wait_started()
     queued = [asyncio.create_task(batcher.predict(rows(i, 1))) for i in range(4)]
-    await asyncio.sleep(0.01)
-    assert batcher.queued_rows == 4
+    await until(lambda: batcher.queued_rows == 4)
     with pytest.raises(ResourceExhausted, match="queue full"):
         await batcher.predict(rows(9, 1))
+    predict.release.set()
     await asyncio.gather(running, *queued)
     assert batcher.queued_rows == 0
     assert sum(depth) == 0
@@ -252,3 +297,83 @@ def _metric(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     raise AssertionError(f"{name} not in metrics")
+
+
+async def test_stop_fails_the_queued_requests_and_the_running_batch(
+    executor: ThreadPoolExecutor,
+) -> None:
+    predict = Recorder(held=True)
+    batcher = Batcher(predict, BatchingConfig(8, 60_000_000, 10, 1), executor)
+    running = asyncio.ensure_future(batcher.predict(rows(0, 1)))
+    await predict.wait_started()
+    queued = [asyncio.ensure_future(batcher.predict(rows(i, 1))) for i in range(3)]
+    await until(lambda: batcher.queued_rows == 3)
+    await batcher.stop()
+    predict.release.set()
+    async with asyncio.timeout(30):
+        outcomes = await asyncio.gather(running, *queued, return_exceptions=True)
+    for outcome in outcomes:
+        assert isinstance(outcome, Internal), outcome
+        assert "model version unloaded" in str(outcome)
+    assert batcher.queued_rows == 0
+    assert predict.batches == [1], "nothing queued ran after stop()"
+
+
+async def test_cancelled_requests_are_left_out_of_their_batch(
+    executor: ThreadPoolExecutor,
+) -> None:
+    predict = Recorder(held=True)
+    batcher = Batcher(predict, BatchingConfig(8, 1000, 10, 1), executor)
+    first = asyncio.ensure_future(batcher.predict(rows(0, 1)))
+    await predict.wait_started()
+    kept = asyncio.ensure_future(batcher.predict(rows(10, 1)))
+    dropped = asyncio.ensure_future(batcher.predict(rows(20, 2)))
+    last = asyncio.ensure_future(batcher.predict(rows(30, 1)))
+    await until(lambda: batcher.queued_rows == 4)
+    dropped.cancel()
+    predict.release.set()
+    results = await asyncio.gather(first, kept, last)
+    np.testing.assert_array_equal(results[1]["y"], rows(10, 1)["x"] * 2)
+    np.testing.assert_array_equal(results[2]["y"], rows(30, 1)["x"] * 2)
+    assert predict.batches == [1, 2], "the cancelled request's two rows never ran"
+    assert dropped.cancelled()
+
+
+async def test_a_batch_of_only_cancelled_requests_never_runs(
+    executor: ThreadPoolExecutor,
+) -> None:
+    predict = Recorder(held=True)
+    batcher = Batcher(predict, BatchingConfig(8, 1000, 10, 1), executor)
+    first = asyncio.ensure_future(batcher.predict(rows(0, 1)))
+    await predict.wait_started()
+    gone = asyncio.ensure_future(batcher.predict(rows(10, 3)))
+    await until(lambda: batcher.queued_rows == 3)
+    gone.cancel()
+    predict.release.set()
+    await first
+    await until(lambda: batcher.queued_rows == 0)
+    after = await batcher.predict(rows(40, 1))  # the worker went on to the next request
+    np.testing.assert_array_equal(after["y"], rows(40, 1)["x"] * 2)
+    assert predict.batches == [1, 1]
+    await batcher.stop()
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"x": np.zeros((2, 3), np.float32), "z": np.zeros((3, 3), np.float32)},
+        {"x": np.zeros((2, 3), np.float32), "z": np.float32(1.0) * np.ones(())},
+    ],
+    ids=["two-and-three-rows", "a-scalar"],
+)
+async def test_inputs_with_different_batch_dimensions_are_refused(
+    executor: ThreadPoolExecutor, inputs: dict[str, np.ndarray]
+) -> None:
+    predict = Recorder()
+    batcher = Batcher(predict, BatchingConfig(8, 1000, 10, 1), executor)
+    with pytest.raises(InvalidArgument, match="same first \\(batch\\) dimension") as refused:
+        await batcher.predict(inputs)
+    assert "x[2, 3]" in str(refused.value)
+    assert predict.batches == []
+    assert batcher.queued_rows == 0
+    await batcher.stop()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from pathlib import Path
 
 import grpc
@@ -88,15 +88,37 @@ async def _is_served(running: Running, label: str, version: int) -> bool:
         return False
 
 
-async def test_a_broken_config_file_changes_nothing(serve: ServerFactory, tmp_path: Path) -> None:
+async def test_a_broken_config_file_changes_nothing(
+    serve: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The poller reads the broken file, says so, keeps serving, and polls on."""
     build_test_model(tmp_path / "shirts" / "1")
+    build_test_model(tmp_path / "shoes" / "5")
     config_file = tmp_path / "models.config"
     config_file.write_text(_config((MODEL, "shirts", "")))
     models = read_model_config_file(config_file)
     watched = {"model_config_file": config_file, "config_poll_wait_seconds": 0.05}
+    caplog.set_level(logging.ERROR, logger="clothing.model_server")
     async with serve(models, **watched) as running:
         config_file.write_text("model_config_list { config { name: ")
-        await asyncio.sleep(0.3)
+
+        async def broken_file_read() -> bool:
+            return any("kept the current models" in r.getMessage() for r in caplog.records)
+
+        await wait_for(broken_file_read)
+        assert await _predict(running, MODEL) == 1
+        assert set(running.server.repository.models) == {MODEL}
+
+        # Still polling: a repaired file takes effect.
+        config_file.write_text(_config((MODEL, "shirts", ""), ("shoes", "shoes", "")))
+
+        async def shoes_served() -> bool:
+            try:
+                return await _predict(running, "shoes") == 5
+            except grpc.aio.AioRpcError:
+                return False
+
+        await wait_for(shoes_served)
         assert await _predict(running, MODEL) == 1
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
 import httpx
+import numpy as np
 
 from clothing.model_server.config import ModelConfig
 from clothing.proto.tensorflow_serving.apis import get_model_status_pb2
-from tests.fixtures import build_test_model
+from tests.fixtures import build_test_model, reference_probabilities
 from tests.model_server.conftest import MODEL, Running, ServerFactory
 from tests.model_server.test_grpc import images, request_for
 
@@ -110,22 +113,50 @@ async def test_corrupt_version_is_reported_while_the_old_one_serves(
 
 
 async def test_removed_version_waits_for_in_flight_requests(
-    serve: ServerFactory, tmp_path: Path
+    serve: ServerFactory, base_path: Path
 ) -> None:
-    base = tmp_path / "slow"
-    build_test_model(base / "1", slow_ops=6)
-    async with serve((ModelConfig(MODEL, base),)) as running:
-        batch = images(8)
+    """A request held inside version 1's runtime call spans the version's removal:
+    version 2 serves new requests meanwhile, version 1 stays loaded (UNLOADING)
+    until the held request is answered by it, and only then ends."""
+    async with serve((ModelConfig(MODEL, base_path),)) as running:
+        one = running.server.repository.model(MODEL).versions[1]
+        assert one.backend is not None
+        entered, release = threading.Event(), threading.Event()
+        real_predict = one.backend.predict
+
+        def held_predict(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            entered.set()
+            assert release.wait(60), "the test never released the request"
+            return real_predict(inputs)
+
+        one.backend.predict = held_predict  # type: ignore[method-assign]
+        batch = images(3)
         in_flight = asyncio.ensure_future(
             running.predictions.Predict(request_for(batch, version=1))
         )
-        await asyncio.sleep(0.02)
-        build_test_model(base / "2", seed=5)
-        shutil.rmtree(base / "1")
+        try:
+            assert await asyncio.to_thread(entered.wait, 30), "the request never reached v1"
+            build_test_model(base_path / "2", seed=5)
+            shutil.rmtree(base_path / "1")
+
+            async def removal_noticed() -> bool:
+                return one.state == "UNLOADING"
+
+            await wait_for(removal_noticed)
+            # The overlap: the old version is still loaded for its request, the new one serves.
+            assert one.inflight == 1
+            assert one.backend is not None
+            assert await served_version(running) == 2
+            assert not in_flight.done()
+        finally:
+            release.set()
         response = await in_flight
         assert response.model_spec.version.value == 1
+        got = np.asarray(response.outputs["probabilities"].float_val).reshape(3, 10)
+        np.testing.assert_allclose(got, reference_probabilities(batch), rtol=1e-5, atol=1e-6)
 
-        async def serves_two() -> bool:
-            return await served_version(running) == 2
+        async def unloaded() -> bool:
+            return one.state == "END"
 
-        await wait_for(serves_two)
+        await wait_for(unloaded)
+        assert one.backend is None

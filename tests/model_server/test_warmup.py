@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar
 
+import grpc
 import numpy as np
 import onnx
 import pytest
@@ -14,8 +18,17 @@ from onnx import TensorProto, helper
 
 from clothing.model_server import cli
 from clothing.model_server.backend import OnnxBackend
-from clothing.model_server.config import BatchingConfig, RuntimeConfig
+from clothing.model_server.config import BatchingConfig, ModelConfig, RuntimeConfig, ServerConfig
+from clothing.model_server.server import ModelServer
+from clothing.proto.tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
 from tests.fixtures import build_test_model
+from tests.model_server.conftest import MODEL
+from tests.model_server.test_grpc import images, request_for
+from tests.model_server.test_reload import wait_for
 
 
 class CountingBackend(OnnxBackend):
@@ -81,3 +94,94 @@ def test_the_tf_serving_flag_turns_warm_up_off() -> None:
     assert default.runtime.warmup_batch_sizes == (1,)
     off = cli.config_from_args(parser.parse_args([*flags, "--enable_model_warmup=false"]), {})
     assert off.runtime.warmup_batch_sizes == ()
+
+
+class HeldWarmUp(OnnxBackend):
+    """The real backend; version 2's warm-up runs wait for the test and note the
+    version's state in the repository at that moment."""
+
+    states_while_warming: ClassVar[list[str]] = []
+    warming: ClassVar[threading.Event]
+    release: ClassVar[threading.Event]
+    server: ClassVar[ModelServer]
+
+    def load(self, path: Path) -> None:
+        self._loading_two = path.parent.name == "2"
+        try:
+            super().load(path)
+        finally:
+            self._loading_two = False
+
+    def _run(
+        self, session: object | None, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        if getattr(self, "_loading_two", False):
+            two = self.server.repository.model(MODEL).versions[2]
+            self.states_while_warming.append(two.state)
+            self.warming.set()
+            assert self.release.wait(30), "the test never released the warm-up"
+        return super()._run(session, inputs)
+
+
+async def test_a_version_turns_available_only_after_its_warm_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = tmp_path / MODEL
+    build_test_model(base / "1")
+    config = ServerConfig(
+        models=(ModelConfig(MODEL, base),),
+        host="127.0.0.1",
+        port=0,
+        rest_api_port=0,
+        poll_wait_seconds=0.05,
+        shutdown_grace_seconds=5,
+    )
+    runtime = config.runtime.resolved_for(None)
+    server = ModelServer(config, lambda: HeldWarmUp(runtime))
+    for name, value in (
+        ("server", server),
+        ("warming", threading.Event()),
+        ("release", threading.Event()),
+        ("states_while_warming", []),
+    ):
+        monkeypatch.setattr(HeldWarmUp, name, value, raising=False)
+    caplog.set_level(logging.INFO, logger="clothing.model_server")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    models = model_service_pb2_grpc.ModelServiceStub(channel)  # type: ignore[no-untyped-call]
+    predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)  # type: ignore[no-untyped-call]
+
+    async def states() -> dict[int, int]:
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = MODEL
+        response = await models.GetModelStatus(request)
+        return {s.version: s.state for s in response.model_version_status}
+
+    async def served() -> int:
+        response = await predictions.Predict(request_for(images(1)))
+        return int(response.model_spec.version.value)
+
+    try:
+        build_test_model(base / "2", seed=2)
+        assert await asyncio.to_thread(HeldWarmUp.warming.wait, 30), "no warm-up began"
+        # Warming up: version 2 is LOADING, version 1 still serves everyone.
+        loading = get_model_status_pb2.ModelVersionStatus.LOADING
+        available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        assert await states() == {1: available, 2: loading}
+        assert await served() == 1
+        HeldWarmUp.release.set()
+
+        async def two_serves() -> bool:
+            return await served() == 2
+
+        await wait_for(two_serves)
+    finally:
+        HeldWarmUp.release.set()
+        await channel.close()
+        await server.stop()
+    assert HeldWarmUp.states_while_warming, "version 2 was warmed up"
+    assert set(HeldWarmUp.states_while_warming) == {"LOADING"}
+    messages = [r.getMessage() for r in caplog.records]
+    warmed = next(i for i, m in enumerate(messages) if "2/model.onnx: warmed up" in m)
+    turned = next(i for i, m in enumerate(messages) if "version 2 is AVAILABLE" in m)
+    assert warmed < turned

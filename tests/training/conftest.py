@@ -1,4 +1,4 @@
-"""A tiny labelled image set: real photos when the shared data set is here, else drawn ones."""
+"""A tiny labelled image set: real photos when the labelled photos are here, else drawn ones."""
 
 from __future__ import annotations
 
@@ -9,22 +9,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-DATASET = Path("/work/shared/datasets/clothing-small")
+from tests.environment import dataset_path, dataset_present
+
 TINY_CLASSES = ("hat", "pants", "shoes")
 TRAIN_PER_CLASS = 6
 VALIDATION_PER_CLASS = 3
 
 
-def dataset_present() -> bool:
-    return (DATASET / "train").is_dir() and (DATASET / "validation").is_dir()
-
-
-def _copy_real(target: Path) -> None:
+def _copy_real(source: Path, target: Path) -> None:
     for split, count in (("train", TRAIN_PER_CLASS), ("validation", VALIDATION_PER_CLASS)):
         for name in TINY_CLASSES:
             (target / split / name).mkdir(parents=True)
-            for source in sorted((DATASET / split / name).glob("*.jpg"))[:count]:
-                shutil.copy(source, target / split / name / source.name)
+            for photo in sorted((source / split / name).glob("*.jpg"))[:count]:
+                shutil.copy(photo, target / split / name / photo.name)
 
 
 def _draw(target: Path) -> None:
@@ -44,7 +41,7 @@ def _draw(target: Path) -> None:
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("tiny-dataset")
     if dataset_present():
-        _copy_real(target)
+        _copy_real(dataset_path(), target)
     else:
         _draw(target)
     return target

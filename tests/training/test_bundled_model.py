@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -11,18 +10,19 @@ import onnxruntime
 import pytest
 
 from clothing.training.evaluate import evaluate
+from tests.environment import BUNDLED_MODEL, dataset, require
 from tests.fixtures import CLASSES
-from tests.training.conftest import DATASET, dataset_present
 
-BUNDLED = Path(__file__).resolve().parents[2] / "models" / "clothing-model" / "1"
+BUNDLED = BUNDLED_MODEL / "1"
 MAX_BYTES = 20 * 1024 * 1024
 TARGET_ACCURACY = 0.90
 # What the shipped version measures (MODEL_CARD.md); a new version must not fall below.
 FLOOR_ACCURACY = 0.88
 
-pytestmark = pytest.mark.skipif(
-    not (BUNDLED / "model.onnx").is_file(), reason=f"no bundled model at {BUNDLED}"
-)
+
+@pytest.fixture(autouse=True)
+def _bundled_model_present() -> None:
+    require((BUNDLED / "model.onnx").is_file(), f"no bundled model at {BUNDLED}")
 
 
 def test_bundled_model_follows_the_serving_contract() -> None:
@@ -50,19 +50,15 @@ def test_bundled_model_follows_the_serving_contract() -> None:
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
-needs_dataset = pytest.mark.skipif(not dataset_present(), reason=f"dataset not found at {DATASET}")
-
-
 @pytest.fixture(scope="module")
 def measured_accuracy() -> float:
-    result = evaluate(BUNDLED, DATASET / "validation")
+    result = evaluate(BUNDLED, dataset() / "validation")
     assert result.images == 341
     return result.accuracy
 
 
 @pytest.mark.dataset
 @pytest.mark.slow
-@needs_dataset
 def test_bundled_model_accuracy_matches_its_metadata(measured_accuracy: float) -> None:
     recorded = json.loads((BUNDLED / "metadata.json").read_text())["metrics"]
     assert measured_accuracy >= FLOOR_ACCURACY
@@ -71,6 +67,5 @@ def test_bundled_model_accuracy_matches_its_metadata(measured_accuracy: float) -
 
 @pytest.mark.dataset
 @pytest.mark.slow
-@needs_dataset
 def test_bundled_model_reaches_target_accuracy(measured_accuracy: float) -> None:
     assert measured_accuracy >= TARGET_ACCURACY

@@ -15,10 +15,9 @@ from onnx import TensorProto
 from clothing.cli import main
 from clothing.training.half import to_float16
 from clothing.training.half_cli import accuracy_holds
+from tests.environment import BUNDLED_MODEL as BUNDLED
+from tests.environment import dataset
 from tests.fixtures import build_test_model, run_model_server
-from tests.training.conftest import DATASET, dataset_present
-
-BUNDLED = Path("models/clothing-model")
 
 
 def _run(model: Path, pixels: np.ndarray) -> np.ndarray:
@@ -91,9 +90,8 @@ def test_bad_flags_are_refused(tmp_path: Path, tiny_dataset: Path) -> None:
     assert main(["fp16", f"--model={tmp_path / 'none'}", *flags[1:]]) == 2
 
 
-@pytest.mark.skipif(not dataset_present(), reason=f"needs the labelled photos in {DATASET}")
 def test_the_bundled_model_keeps_its_accuracy_in_float16(tmp_path: Path) -> None:
-    code = main(["fp16", f"--model={BUNDLED}", f"--data={DATASET}", f"--output={tmp_path}"])
+    code = main(["fp16", f"--model={BUNDLED}", f"--data={dataset()}", f"--output={tmp_path}"])
     assert code == 0
     check = json.loads((tmp_path / "1" / "metadata.json").read_text())["metrics"]["float16_check"]
     assert check["images"] == 341

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_DATASET = Path("/work/shared/datasets/clothing-small/validation")
+# Where the Makefile keeps the labelled photos (its DATA), from the repository root.
+DEFAULT_DATASET = Path("../shared/datasets/clothing-small/validation")
 PHONE_LONG_SIDE = 2000
 PHONE_QUALITY = 90
 SIZES = ("dataset", "phone")

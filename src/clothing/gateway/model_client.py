@@ -169,11 +169,15 @@ class ModelClient:
         request = get_model_status_pb2.GetModelStatusRequest(
             model_spec=model_pb2.ModelSpec(name=self.model_name)
         )
-        response = await self._call(
-            "GetModelStatus",
-            lambda: self._model_stub.GetModelStatus(request, timeout=self.deadline),
-            retry=False,
-        )
+        try:
+            response = await self._model_stub.GetModelStatus(request, timeout=self.deadline)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise _map_rpc_error(error, "GetModelStatus") from None
+            # A server with PredictionService alone: the model is available when it
+            # describes itself (an unknown model is NOT_FOUND, a ModelUnavailable).
+            await self.metadata()
+            return True
         return any(s.state == _AVAILABLE for s in response.model_version_status)
 
     async def metadata(self) -> ModelInfo:

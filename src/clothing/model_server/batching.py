@@ -9,7 +9,8 @@ A request is never split; one larger than ``max_batch_size`` runs alone.
 With ``allowed_batch_sizes`` a batch is padded with copies of its first row up
 to the next allowed size. Results are split back in order after checking every
 output has one row per input row (padding included); a failed batch fails
-every request in it. The queue is bounded:
+every request in it, and :meth:`Batcher.stop` fails the queued requests and a
+batch still running. The queue is bounded:
 past ``max_enqueued_batches * max_batch_size`` waiting rows a request is
 refused with :class:`ResourceExhausted` instead of growing the queue.
 
@@ -34,6 +35,7 @@ from clothing.model_server.config import BatchingConfig
 from clothing.model_server.errors import Internal, InvalidArgument, ResourceExhausted
 
 PredictFn = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+UNLOADED = "model version unloaded"
 
 
 @dataclass
@@ -42,6 +44,12 @@ class _Request:
     rows: int
     enqueued: float
     future: asyncio.Future[dict[str, np.ndarray]] = field(repr=False)
+
+
+def _fail(requests: list[_Request], error: BaseException) -> None:
+    for request in requests:
+        if not request.future.done():
+            request.future.set_exception(error)
 
 
 def batch_key(inputs: Mapping[str, np.ndarray]) -> Hashable:
@@ -119,9 +127,7 @@ class Batcher:
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
         for group in self._groups.values():
-            for request in group:
-                if not request.future.done():
-                    request.future.set_exception(Internal("model version unloaded"))
+            _fail(group, Internal(UNLOADED))
         self._groups.clear()
         self._set_queued(0)
 
@@ -210,10 +216,12 @@ class Batcher:
                     raise Internal(
                         f"output {name} has shape {list(array.shape)}, expected {padded} rows"
                     )
+        except asyncio.CancelledError:
+            # stop() cancelled this worker mid-batch: its callers must not wait for ever.
+            _fail(live, Internal(UNLOADED))
+            raise
         except Exception as error:
-            for request in live:
-                if not request.future.done():
-                    request.future.set_exception(error)
+            _fail(live, error)
             return
         start = 0
         for request in live:
