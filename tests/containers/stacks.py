@@ -19,17 +19,13 @@ from . import engine
 PORTS = {"model-server": (8500, 8501), "gateway": (9696,)}
 
 
-def override(images: Mapping[str, str], services: Sequence[str]) -> str:
-    """Compose override: the session's images, ports on free loopback ports."""
-    document = {
-        "services": {
-            name: {
-                "image": images[name],
-                "ports": [f"127.0.0.1::{port}" for port in PORTS[name]],
-            }
-            for name in services
-        }
-    }
+def override(images: Mapping[str, str], published: Sequence[str]) -> str:
+    """Compose override: the session's images; the ``published`` services' ports on free
+    loopback ports."""
+    services: dict[str, dict[str, object]] = {name: {"image": tag} for name, tag in images.items()}
+    for name in published:
+        services[name]["ports"] = [f"127.0.0.1::{port}" for port in PORTS[name]]
+    document = {"services": services}
     # `!override` replaces the shipped list instead of appending to it.
     return yaml.safe_dump(document).replace("ports:", "ports: !override")
 
@@ -40,12 +36,12 @@ def compose_stack(
     work: Path,
     *,
     files: Sequence[Path] = (engine.COMPOSE_FILE,),
-    services: Sequence[str] = ("model-server", "gateway"),
+    published: Sequence[str] = ("model-server", "gateway"),
     up_args: Sequence[str] = (),
 ) -> Iterator[engine.ComposeProject]:
     """``docker compose up --wait`` under a unique project name; ``down`` at the end."""
     override_file = work / "compose.override.yaml"
-    override_file.write_text(override(images, services))
+    override_file.write_text(override(images, published))
     project = engine.ComposeProject(
         f"clothing-test-{engine.RUN_ID}-{work.name}".lower(), [*files, override_file]
     )
