@@ -11,6 +11,7 @@ project's own wheel is built afresh from the working tree once per session.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ SOURCES = ("pyproject.toml", "README.md", "src")
 
 def build_project_wheel(work: Path) -> Path:
     """The project's wheel, built from a copy of the working tree (so no build/ or
-    egg-info lands in it) by the running interpreter's setuptools."""
+    egg-info lands in it)."""
     source = work / "source"
     for name in SOURCES:
         origin = ROOT / name
@@ -37,7 +38,10 @@ def build_project_wheel(work: Path) -> Path:
         else:
             source.mkdir(parents=True, exist_ok=True)
             shutil.copy(origin, source / name)
-    _pip(sys.executable, "wheel", "--no-deps", "--no-build-isolation", "-w", str(work), str(source))
+    # The running interpreter's setuptools when it has one (Python 3.11's venvs do),
+    # else pip fetches the build backend pyproject.toml names.
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    _pip(sys.executable, "wheel", "--no-deps", *isolation, "-w", str(work), str(source))
     (wheel,) = work.glob("clothing_classifier-*.whl")
     return wheel
 
