@@ -1,9 +1,10 @@
 """The ``clothing`` command: one entry point, a subcommand per tool.
 
 Each subcommand lives in its own module that exposes ``configure(parser)`` to
-declare its flags and ``run(args) -> int`` to execute. Modules are imported
-only to build the parser, so they keep heavy imports (ONNX Runtime, torch)
-inside ``run``: the gateway's install has neither.
+declare its flags and ``run(args) -> int`` to execute. ``main`` imports only the
+module of the subcommand it runs: each tier installs its own extra alone
+(the model server's has no httpx, the gateway's no ONNX Runtime, neither has
+torch), so importing another tier's module could fail.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol, cast
 
 from clothing import __version__
@@ -52,7 +53,9 @@ class Subcommand(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(configured: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; only the subcommands in ``configured`` (all when None) get
+    their flags, which imports their modules. The others are listed with their summary."""
     parser = argparse.ArgumentParser(
         prog="clothing",
         description="Clothing image classification: model server, gateway and tools.",
@@ -60,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, summary) in SUBCOMMANDS.items():
+        if configured is not None and name not in configured:
+            commands.add_parser(name, help=summary)
+            continue
         module = cast(Subcommand, importlib.import_module(module_name))
         sub = commands.add_parser(
             name,
@@ -72,8 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def requested_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line: its first argument that is not an option
+    (the top level's only options, --help and --version, take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    command = requested_command(arguments)
+    args = build_parser(configured={command} if command else set()).parse_args(arguments)
     module = cast(Subcommand, args._module)
     try:
         return module.run(args)

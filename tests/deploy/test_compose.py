@@ -33,9 +33,9 @@ def test_gateway_reaches_the_model_server_by_service_name() -> None:
 
 def test_published_ports() -> None:
     services = compose()["services"]
-    assert "9696:9696" in services["gateway"]["ports"]
+    assert "127.0.0.1:9696:9696" in services["gateway"]["ports"]
     assert flag_value(services["gateway"]["command"], "--port") == "9696"
-    assert {"8500:8500", "8501:8501"} <= set(services["model-server"]["ports"])
+    assert {"127.0.0.1:8500:8500", "127.0.0.1:8501:8501"} <= set(services["model-server"]["ports"])
 
 
 @pytest.mark.parametrize(("service", "path"), [("model-server", "/readyz"), ("gateway", "/readyz")])

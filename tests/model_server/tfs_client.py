@@ -3,7 +3,7 @@
 Run as a script in its own process: those modules register the same proto file
 names as ``clothing.proto``, so the two cannot share a descriptor pool.
 
-    python tfs_client.py predict HOST:PORT MODEL   # Predict + GetModelMetadata, JSON out
+    python tfs_client.py predict HOST:PORT MODEL [SIDE]  # Predict + GetModelMetadata, JSON out
     python tfs_client.py encode                    # a serialized PredictRequest, hex out
     python tfs_client.py decode HEX                # a serialized PredictResponse, JSON out
 """
@@ -34,17 +34,17 @@ def make_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     )
 
 
-def sample() -> np.ndarray:
-    return np.random.default_rng(11).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+def sample(side: int = 32) -> np.ndarray:
+    return np.random.default_rng(11).integers(0, 256, (2, side, side, 3), dtype=np.uint8)
 
 
-def predict(address: str, model: str) -> dict[str, object]:
+def predict(address: str, model: str, side: int = 32) -> dict[str, object]:
     channel = grpc.insecure_channel(address)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
     request.model_spec.signature_name = "serving_default"
-    request.inputs["image"].CopyFrom(make_tensor_proto(sample()))
+    request.inputs["image"].CopyFrom(make_tensor_proto(sample(side)))
     response = stub.Predict(request, timeout=20.0)
     metadata_request = get_model_metadata_pb2.GetModelMetadataRequest()
     metadata_request.model_spec.name = model
@@ -96,7 +96,8 @@ def decode(hex_text: str) -> dict[str, object]:
 def main(argv: list[str]) -> int:
     mode = argv[1]
     if mode == "predict":
-        print(json.dumps(predict(argv[2], argv[3])))
+        side = int(argv[4]) if len(argv) > 4 else 32
+        print(json.dumps(predict(argv[2], argv[3], side)))
     elif mode == "encode":
         print(encode())
     elif mode == "decode":

@@ -11,10 +11,10 @@ reads may have a name Kubernetes could inject.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from clothing.cgroup import available_cpus
 from clothing.gateway.addresses import AllowList
 from clothing.gateway.fetch import FetchLimits
 from clothing.gateway.imaging import DEFAULT_MAX_PIXELS, PREPROCESSINGS, Preprocessing
@@ -43,7 +43,8 @@ class GatewaySettings:
     max_inflight: int = 64
     allow_hosts: tuple[str, ...] = field(default_factory=tuple)
     labels: str | None = None
-    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    # The container's CPU quota, not the node's cores.
+    workers: int = field(default_factory=lambda: min(4, available_cpus()))
     ready_cache_seconds: float = 1.0
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
 

@@ -160,7 +160,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--num_batch_threads",
         type=int,
         default=defaults.num_batch_threads,
-        help=f"batches run in parallel (default: CPU count, {defaults.num_batch_threads})",
+        help="batches run in parallel (default: the CPUs of the container's quota, "
+        f"{defaults.num_batch_threads})",
     )
     batching.add_argument(
         "--batching_parameters_file",
@@ -180,7 +181,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--intra_op_threads",
         type=int,
         default=0,
-        help="threads inside one operator (0: auto: CPU count // num_batch_threads with "
+        help="threads inside one operator (0: auto: the quota's CPUs // num_batch_threads with "
         "batching, so parallel batches do not oversubscribe the cores, plus a session with "
         "every core for a batch that runs alone; every core without batching)",
     )

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from clothing.cgroup import available_cpus
 from clothing.model_server import textproto
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ class BatchingConfig:
     max_batch_size: int = 8
     batch_timeout_micros: int = 1000
     max_enqueued_batches: int = 10
-    num_batch_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # The CPUs of the container's quota, not the node's cores (clothing.cgroup).
+    num_batch_threads: int = field(default_factory=available_cpus)
     # Batch sizes a runtime call may have; a smaller batch is padded up to the next
     # one. A GPU engine built per input shape (TensorRT) then sees only these shapes.
     allowed_batch_sizes: tuple[int, ...] = ()
@@ -147,15 +148,20 @@ class RuntimeConfig:
         would leave cores idle while a single batch runs alone (a lone request at low
         load took twice as long on one thread of two), so on CPU a second session with
         a thread per core serves the batches that find no other batch running and
-        nothing queued. Without batching, ONNX Runtime's default (every core) keeps a
-        lone request fastest.
+        nothing queued. Without batching, a thread per core keeps a lone request fastest.
+
+        "Cores" are the CPUs the container's quota allows (``available_cpus``): ONNX
+        Runtime's own default counts the node's cores, and a 1-CPU pod on a 16-core node
+        running 16 spinning threads is throttled most of each period.
         """
         warmed = self
         if self.warmup_batch_sizes and batching is not None and batching.allowed_batch_sizes:
             warmed = replace(self, warmup_batch_sizes=batching.allowed_batch_sizes)
-        if self.intra_op_threads != 0 or batching is None:
+        if self.intra_op_threads != 0:
             return warmed
-        cores = os.cpu_count() or 1
+        cores = available_cpus()
+        if batching is None:
+            return replace(warmed, intra_op_threads=cores)
         share = max(1, cores // batching.num_batch_threads)
         solo = cores if share < cores and self.cpu_only else 0
         return replace(warmed, intra_op_threads=share, solo_intra_op_threads=solo)

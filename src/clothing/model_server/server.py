@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from pathlib import Path
 import grpc
 import uvicorn
 
+from clothing.cgroup import available_cpus
 from clothing.model_server.backend import Backend, OnnxBackend, resolve_providers
 from clothing.model_server.batching import Batcher
 from clothing.model_server.config import ModelConfig, ServerConfig, read_model_config_file
@@ -47,11 +47,14 @@ class ModelServer:
     ) -> None:
         self.config = config
         self.metrics = ServerMetrics()
-        threads = max(
-            os.cpu_count() or 1, config.batching.num_batch_threads if config.batching else 1
+        self.cpus = available_cpus()
+        self.predict_threads = max(
+            self.cpus, config.batching.num_batch_threads if config.batching else 1
         )
-        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
-        runtime = config.runtime.resolved_for(config.batching)
+        self.executor = ThreadPoolExecutor(
+            max_workers=self.predict_threads, thread_name_prefix="predict"
+        )
+        self.runtime = runtime = config.runtime.resolved_for(config.batching)
         self.repository = Repository(
             config.models,
             backend_factory or (lambda: OnnxBackend(runtime)),
@@ -145,6 +148,13 @@ class ModelServer:
             await asyncio.sleep(0.01)
         self.rest_port = self._rest.servers[0].sockets[0].getsockname()[1]
         log.info("gRPC on port %d, REST on port %d", self.grpc_port, self.rest_port)
+        log.info(
+            "threads for %d CPU(s): predict pool %d, ONNX Runtime intra-op %d, solo session %d",
+            self.cpus,
+            self.predict_threads,
+            self.runtime.intra_op_threads,
+            self.runtime.solo_intra_op_threads,
+        )
         await self.repository.sync()
         if self.config.poll_wait_seconds > 0:
             self._poll_task = asyncio.create_task(

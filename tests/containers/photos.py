@@ -1,0 +1,55 @@
+"""Photos to classify, and the classes the bundled model gives them in this process."""
+
+from __future__ import annotations
+
+import io
+import json
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+from PIL import Image
+
+from clothing.gateway.imaging import InputSpec, prepare
+from tests.training.conftest import DATASET, dataset_present
+
+from .engine import ROOT
+
+MODEL_DIR = ROOT / "models" / "clothing-model" / "1"
+
+
+def sample_photos(per_class: int = 2) -> list[bytes]:
+    """Validation photos of every class when the dataset is here, else drawn images."""
+    if dataset_present():
+        folders = sorted(p for p in (DATASET / "validation").iterdir() if p.is_dir())
+        paths = [path for folder in folders for path in sorted(folder.glob("*.jpg"))[:per_class]]
+        return [Path(path).read_bytes() for path in paths]
+    rng = np.random.default_rng(5)
+    drawn = []
+    for _ in range(10 * per_class):
+        pixels = rng.integers(0, 256, (180, 140, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+        drawn.append(buffer.getvalue())
+    return drawn
+
+
+@cache
+def _session() -> tuple[onnxruntime.InferenceSession, list[str], InputSpec]:
+    metadata = json.loads((MODEL_DIR / "metadata.json").read_text())
+    spec = InputSpec(
+        metadata["input"]["name"], metadata["input"]["height"], metadata["input"]["width"]
+    )
+    session = onnxruntime.InferenceSession(
+        str(MODEL_DIR / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    return session, list(metadata["classes"]), spec
+
+
+def in_process_labels(photos: list[bytes]) -> list[str]:
+    """The top class of each photo: the gateway's preprocessing and the model, in-process."""
+    session, classes, spec = _session()
+    batch = np.stack([prepare(photo, spec) for photo in photos])
+    (probabilities,) = session.run(None, {spec.name: batch})
+    return [classes[int(index)] for index in probabilities.argmax(axis=1)]
