@@ -20,6 +20,7 @@ from pathlib import Path
 
 from clothing.model_server.config import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_MODELS,
     BatchingConfig,
     ModelConfig,
     RuntimeConfig,
@@ -111,8 +112,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         models,
         "--allow_config_reload_rpc",
         "let gRPC clients replace the served models with ModelService."
-        "HandleReloadConfigRequest, as TF Serving does (default true; false: PERMISSION_DENIED)",
-        default=True,
+        "HandleReloadConfigRequest (default false: PERMISSION_DENIED; TF Serving has it on, "
+        "but anyone who reaches the gRPC port could then unload the model or load any path)",
+    )
+    models.add_argument(
+        "--allowed_model_roots",
+        default="",
+        help="with --allow_config_reload_rpc: directories, comma separated, that reloaded "
+        "models' base_path must lie under (default: the parent directory of each model "
+        "configured at start)",
+    )
+    models.add_argument(
+        "--max_models",
+        type=int,
+        default=DEFAULT_MAX_MODELS,
+        help=f"most models served at once, from any source (default {DEFAULT_MAX_MODELS})",
     )
     models.add_argument(
         "--model_config_file_poll_wait_seconds",
@@ -254,6 +268,8 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Serve
         model_config_file=Path(args.model_config_file) if args.model_config_file else None,
         config_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
         allow_config_reload_rpc=args.allow_config_reload_rpc,
+        allowed_model_roots=tuple(Path(root) for root in _split(args.allowed_model_roots)),
+        max_models=args.max_models,
     )
 
 

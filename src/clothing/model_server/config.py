@@ -20,6 +20,8 @@ from clothing.model_server import textproto
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Each served model costs a session, a metric series and a /readyz entry.
+DEFAULT_MAX_MODELS = 16
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,13 @@ class ServerConfig:
     model_config_file: Path | None = None
     config_poll_wait_seconds: float = 0.0
     # Whether gRPC clients may replace the served models (HandleReloadConfigRequest).
-    allow_config_reload_rpc: bool = True
+    # TF Serving allows it; here it is off unless the operator turns it on.
+    allow_config_reload_rpc: bool = False
+    # Directories the reload RPC may load models from (empty: the parent directory
+    # of each model configured at start).
+    allowed_model_roots: tuple[Path, ...] = ()
+    # Most models served at once, however they are configured.
+    max_models: int = DEFAULT_MAX_MODELS
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -215,6 +223,17 @@ class ServerConfig:
             raise ValueError("--shutdown_grace_seconds must be >= 0")
         if self.max_message_bytes < 1024:
             raise ValueError("--max_message_bytes must be at least 1024")
+        if self.max_models < 1:
+            raise ValueError("--max_models must be >= 1")
+        if len(self.models) > self.max_models:
+            raise ValueError(f"{len(self.models)} models configured, over --max_models")
+
+    @property
+    def model_roots(self) -> tuple[Path, ...]:
+        """Where the reload RPC may load from: the flag's roots, else the parents of
+        the models configured at start (resolved, so ``..`` and links cannot escape)."""
+        roots = self.allowed_model_roots or tuple(m.base_path.parent for m in self.models)
+        return tuple(dict.fromkeys(root.resolve() for root in roots))
 
 
 def _one(message: textproto.Message, name: str, default: object = None) -> object:
