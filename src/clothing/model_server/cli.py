@@ -19,6 +19,9 @@ import sys
 from pathlib import Path
 
 from clothing.model_server.config import (
+    DEFAULT_MAX_BATCH_ROWS,
+    DEFAULT_MAX_CONCURRENT_REST,
+    DEFAULT_MAX_CONCURRENT_RPCS,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_MODELS,
     BatchingConfig,
@@ -72,6 +75,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_MAX_MESSAGE_BYTES,
         help="largest gRPC message and REST body accepted, in bytes (default 64 MiB)",
+    )
+    net.add_argument(
+        "--max_batch_rows",
+        type=int,
+        default=DEFAULT_MAX_BATCH_ROWS,
+        help="most rows in one request, checked on the declared shape before anything is "
+        f"allocated; more is INVALID_ARGUMENT / 400 (default {DEFAULT_MAX_BATCH_ROWS})",
+    )
+    net.add_argument(
+        "--max_concurrent_rpcs",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENT_RPCS,
+        help="gRPC calls handled at once; more get RESOURCE_EXHAUSTED at once "
+        f"(default {DEFAULT_MAX_CONCURRENT_RPCS})",
+    )
+    net.add_argument(
+        "--rest_max_concurrent_requests",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENT_REST,
+        help="REST /v1/ requests handled at once (each may decode a JSON body); more get "
+        f"429 with Retry-After at once (default {DEFAULT_MAX_CONCURRENT_REST})",
     )
     net.add_argument(
         "--rest_api_cors_origins",
@@ -270,6 +294,9 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Serve
         allow_config_reload_rpc=args.allow_config_reload_rpc,
         allowed_model_roots=tuple(Path(root) for root in _split(args.allowed_model_roots)),
         max_models=args.max_models,
+        max_batch_rows=args.max_batch_rows,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        max_concurrent_rest=args.rest_max_concurrent_requests,
     )
 
 

@@ -116,6 +116,8 @@ class ModelServer:
             self.dataplane,
             response_tensor_content=self.config.response_tensor_content,
             max_message_bytes=self.config.max_message_bytes,
+            max_batch_rows=self.config.max_batch_rows,
+            max_concurrent_rpcs=self.config.max_concurrent_rpcs,
             channel_arguments=self.config.grpc_channel_arguments,
             reload=self.reload_from_rpc if self.config.allow_config_reload_rpc else None,
         )
@@ -125,6 +127,8 @@ class ModelServer:
             self.dataplane,
             self.state,
             max_message_bytes=self.config.max_message_bytes,
+            max_batch_rows=self.config.max_batch_rows,
+            max_concurrent=self.config.max_concurrent_rest,
             cors_origins=self.config.cors_origins,
             prometheus_path=self.config.prometheus_path,
         )
