@@ -197,6 +197,7 @@ def create_app(
                 pool=pool,
                 metrics=metrics,
                 max_pixels=settings.max_pixels,
+                max_decode_bytes=settings.decode_budget,
                 labels=labels,
                 ready_cache_seconds=settings.ready_cache_seconds,
             )

@@ -80,6 +80,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _add(parser, "max_redirects", int, "image download: redirects followed at most")
     _add(parser, "max_image_bytes", int, "largest image accepted, bytes (download or upload)")
     _add(parser, "max_pixels", int, "largest image accepted, pixels (checked before decoding)")
+    _add(
+        parser,
+        "max_decode_bytes",
+        int,
+        "most bytes one image may hold while decoded (pixels x bytes per pixel of its mode; "
+        "0: a quarter of the memory limit, 1 GiB assumed without one, over --workers)",
+    )
     _add(parser, "max_batch", int, "most images in one /predict/batch request")
     _add(
         parser,

@@ -7,10 +7,10 @@ Every setting is a flag of ``clothing gateway`` and an environment variable
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from clothing import cgroup
 from clothing.gateway.addresses import AllowList
 from clothing.gateway.fetch import FetchLimits
 from clothing.gateway.imaging import DEFAULT_MAX_PIXELS, PREPROCESSINGS, Preprocessing
@@ -18,6 +18,12 @@ from clothing.gateway.imaging import DEFAULT_MAX_PIXELS, PREPROCESSINGS, Preproc
 MB = 1024 * 1024
 
 _FETCH = FetchLimits()  # one home for the download limits' defaults
+
+# Share of the process's memory limit that the images being decoded at once may hold
+# (the rest: the interpreter and libraries, about 100 MB, request bodies, responses).
+DECODE_MEMORY_SHARE = 4
+# The limit assumed where the process has none (a laptop, a container without one).
+MEMORY_WITHOUT_LIMIT = 1024 * MB
 
 
 @dataclass(frozen=True)
@@ -35,11 +41,14 @@ class GatewaySettings:
     max_redirects: int = _FETCH.max_redirects
     max_image_bytes: int = _FETCH.max_bytes
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # Bytes one decode may hold; 0: a quarter of the memory limit over the workers.
+    max_decode_bytes: int = 0
     max_batch: int = 16
     max_inflight: int = 64
     allow_hosts: tuple[str, ...] = field(default_factory=tuple)
     labels: str | None = None
-    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    # The container's CPUs (its quota), not the node's cores.
+    workers: int = field(default_factory=lambda: min(4, cgroup.available_cpus()))
     ready_cache_seconds: float = 1.0
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
 
@@ -59,6 +68,8 @@ class GatewaySettings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_decode_bytes < 0:
+            raise ValueError("max_decode_bytes must not be negative")
         if self.max_redirects < 0:
             raise ValueError("max_redirects must not be negative")
         if self.preprocessing != "auto" and self.preprocessing not in PREPROCESSINGS:
@@ -79,6 +90,15 @@ class GatewaySettings:
             read_timeout=self.fetch_read_timeout,
             total_timeout=self.fetch_timeout,
         )
+
+    @property
+    def decode_budget(self) -> int:
+        """Bytes one image's decode may hold: ``max_decode_bytes``, else a quarter of the
+        memory limit (1 GiB assumed without one) shared by the decode workers."""
+        if self.max_decode_bytes:
+            return self.max_decode_bytes
+        memory = cgroup.memory_limit() or MEMORY_WITHOUT_LIMIT
+        return memory // DECODE_MEMORY_SHARE // self.workers
 
     @property
     def preprocessing_override(self) -> Preprocessing | None:
