@@ -87,3 +87,15 @@ def test_decode_peak_memory_stays_within_the_budget(
     # The request body (base64 + its decode) plus at most the budget, never copies of it.
     assert growth_mb < POD_DECODE_BUDGET / 2**20 + 4 * len(data) / 2**20 + 30, growth_mb
     assert _predict(gateway, png_bytes()).status_code == 200
+
+
+def test_the_decode_budget_follows_the_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from clothing import cgroup
+    from clothing.gateway.settings import GatewaySettings
+
+    monkeypatch.setattr(cgroup, "memory_limit", lambda: 512 * 2**20)
+    assert GatewaySettings(workers=1).decode_budget == POD_DECODE_BUDGET
+    assert GatewaySettings(workers=4).decode_budget == POD_DECODE_BUDGET // 4
+    monkeypatch.setattr(cgroup, "memory_limit", lambda: None)
+    assert GatewaySettings(workers=1).decode_budget == 256 * 2**20  # 1 GiB assumed
+    assert GatewaySettings(max_decode_bytes=10**6).decode_budget == 10**6
