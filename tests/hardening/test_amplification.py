@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -160,9 +160,8 @@ def _one_rest(server: ModelServerProcess) -> str:
 
 @pytest.mark.parametrize("call", [_one_grpc, _one_rest], ids=["grpc", "rest"])
 def test_concurrent_requests_past_the_cap_are_refused_at_once(
-    narrow: ModelServerProcess, call: object
+    narrow: ModelServerProcess, call: Callable[[ModelServerProcess], str]
 ) -> None:
-    assert callable(call)
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(lambda _: call(narrow), range(12)))
     print(f"{call.__name__}: {sorted(answers)}")
