@@ -70,6 +70,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# The body cap of every route that takes no image (GET routes send none).
+SMALL_BODY_BYTES = 64 * 1024
+
 # Overload and model-server-down answers tell clients when to come back.
 RETRY_AFTER_SECONDS = "1"
 
@@ -91,14 +94,18 @@ class _Guard:
     def __init__(
         self,
         app: ASGIApp,
+        *,
         metrics: GatewayMetrics,
-        max_body: int,
+        body_caps: dict[str, int],
+        max_buffered: int,
         routes: list[BaseRoute],
         max_inflight: int,
     ) -> None:
-        self.app, self.metrics, self.max_body, self.routes = app, metrics, max_body, routes
+        self.app, self.metrics, self.body_caps, self.routes = app, metrics, body_caps, routes
+        self.max_buffered = max_buffered
         self.max_inflight = max_inflight
         self.inflight = 0
+        self.buffered = 0  # body bytes received by the requests in progress
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -119,21 +126,25 @@ class _Guard:
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
         status = {"code": 500, "sent": False}
+        cap = self.body_caps.get(str(scope.get("path", "")), SMALL_BODY_BYTES)
         announced = dict(scope["headers"]).get(b"content-length", b"")
-        if announced.isdigit() and int(announced) > self.max_body:
-            await _error_response(TooLarge(f"request body over {self.max_body} bytes"))(
-                scope, receive, send
-            )
+        if announced.isdigit() and int(announced) > cap:
+            await _error_response(TooLarge(f"request body over {cap} bytes"))(scope, receive, send)
             self._record(scope, 413, started)
             return
         received = 0
 
         async def capped_receive() -> Message:
+            # Counted while streaming: refused before the bytes are held, not after.
             nonlocal received
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_body:
-                raise TooLarge(f"request body over {self.max_body} bytes")
+            size = len(message.get("body", b""))
+            if received + size > cap:
+                raise TooLarge(f"request body over {cap} bytes")
+            if self.buffered + size > self.max_buffered:
+                raise Overloaded("too many request bytes in flight")
+            received += size
+            self.buffered += size
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -149,6 +160,8 @@ class _Guard:
                 body = {"error": {"code": "internal", "message": "internal error"}}
                 await JSONResponse(body, status_code=500)(scope, receive, send)
             status["code"] = 500
+        finally:
+            self.buffered -= received
         self._record(scope, int(status["code"]), started)
 
     def _route(self, scope: Scope) -> str:
@@ -230,7 +243,11 @@ def create_app(
     app.add_middleware(
         _Guard,
         metrics=metrics,
-        max_body=settings.max_body_bytes,
+        body_caps={
+            "/predict": settings.max_body_bytes,
+            "/predict/batch": settings.max_batch_body_bytes,
+        },
+        max_buffered=settings.max_buffered_body_bytes,
         routes=app.router.routes,
         max_inflight=settings.max_inflight,
     )

@@ -22,6 +22,10 @@ _FETCH = FetchLimits()  # one home for the download limits' defaults
 # Share of the process's memory limit that the images being decoded at once may hold
 # (the rest: the interpreter and libraries, about 100 MB, request bodies, responses).
 DECODE_MEMORY_SHARE = 4
+# Share of it that request bodies being received may hold, all requests together.
+BODY_MEMORY_SHARE = 8
+# JSON or multipart framing around one base64 image (field names, a data: URL prefix).
+BODY_OVERHEAD = 64 * 1024
 # The limit assumed where the process has none (a laptop, a container without one).
 MEMORY_WITHOUT_LIMIT = 1024 * MB
 
@@ -97,8 +101,7 @@ class GatewaySettings:
         memory limit (1 GiB assumed without one) shared by the decode workers."""
         if self.max_decode_bytes:
             return self.max_decode_bytes
-        memory = cgroup.memory_limit() or MEMORY_WITHOUT_LIMIT
-        return memory // DECODE_MEMORY_SHARE // self.workers
+        return self.memory // DECODE_MEMORY_SHARE // self.workers
 
     @property
     def preprocessing_override(self) -> Preprocessing | None:
@@ -106,9 +109,28 @@ class GatewaySettings:
         return None if value == "auto" else value  # type: ignore[return-value]
 
     @property
+    def memory(self) -> int:
+        """The process's memory limit, or the figure assumed without one."""
+        return cgroup.memory_limit() or MEMORY_WITHOUT_LIMIT
+
+    @property
     def max_body_bytes(self) -> int:
-        """The largest request body: a full batch of base64 images plus room for the JSON."""
-        return self.max_batch * (self.max_image_bytes * 4 // 3 + 4096) + MB
+        """The largest ``/predict`` body: one image in base64 plus room for the JSON or
+        multipart framing around it."""
+        return self.max_image_bytes * 4 // 3 + BODY_OVERHEAD
+
+    @property
+    def max_batch_body_bytes(self) -> int:
+        """The largest ``/predict/batch`` body: ``max_batch`` images' worth, at most the
+        bytes all bodies together may hold."""
+        return min(self.max_batch * self.max_body_bytes, self.max_buffered_body_bytes)
+
+    @property
+    def max_buffered_body_bytes(self) -> int:
+        """Request body bytes the gateway holds at once, all requests together: past it
+        a request is refused with 429 (a body is parsed and decoded into about two more
+        copies, so this takes the other quarter of the memory beside the decode budget)."""
+        return self.memory // BODY_MEMORY_SHARE
 
     def load_labels(self) -> tuple[str, ...] | None:
         if self.labels is None:
