@@ -56,3 +56,11 @@ def empty_lists_body(total_bytes: int) -> bytes:
 def deep_nesting_body(depth: int) -> bytes:
     """A REST Predict body nested ``depth`` lists deep."""
     return b'{"instances": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+def stalled_request_head(path: str, announced: int, *, host: str = "gateway") -> bytes:
+    """A POST's headers announcing ``announced`` body bytes, none of which will follow."""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {announced}\r\n\r\n"
+    ).encode()

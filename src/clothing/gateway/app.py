@@ -7,6 +7,7 @@ status, and turns any unexpected exception into a plain 500 without a trace.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ from clothing import __version__
 from clothing.gateway.addresses import AddressPolicy, AllowList, Resolver, resolve_with_getaddrinfo
 from clothing.gateway.api_docs import add_api_docs
 from clothing.gateway.errors import (
+    BodyTimeout,
     GatewayError,
     Overloaded,
     TooLarge,
@@ -59,6 +61,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "Bad request, or the bytes are not a JPEG/PNG/WebP/GIF image",
         403: "The URL's scheme or address is refused",
+        408: "The request body did not arrive within --body-timeout",
         413: "Image (bytes or pixels) or request too large",
         429: "Too many predictions in flight; retry after Retry-After seconds",
         415: "Neither JSON nor multipart/form-data",
@@ -83,11 +86,14 @@ def _error_response(error: GatewayError) -> JSONResponse:
 
 
 class _Guard:
-    """Caps the body and the predictions in flight, records metrics and answers 500
-    for anything unexpected.
+    """Reads the body under a deadline and within its caps, bounds the predictions in
+    flight, records metrics and answers 500 for anything unexpected.
 
-    Past ``max_inflight`` concurrent predictions a request is refused at once with
-    429 + Retry-After, before its body is read: under overload the gateway's
+    The body is read before an in-flight slot is taken: a client that sends headers
+    and then stalls holds no slot, and gets 408 once ``body_timeout`` passes. Each
+    route's body is capped while it streams in (413), and all bodies being held
+    together are capped too (429). Past ``max_inflight`` concurrent predictions a
+    request is refused at once with 429 + Retry-After: under overload the gateway's
     memory and latency stay bounded instead of queueing without end.
     """
 
@@ -98,54 +104,85 @@ class _Guard:
         metrics: GatewayMetrics,
         body_caps: dict[str, int],
         max_buffered: int,
+        body_timeout: float,
         routes: list[BaseRoute],
         max_inflight: int,
     ) -> None:
         self.app, self.metrics, self.body_caps, self.routes = app, metrics, body_caps, routes
         self.max_buffered = max_buffered
+        self.body_timeout = body_timeout
         self.max_inflight = max_inflight
         self.inflight = 0
-        self.buffered = 0  # body bytes received by the requests in progress
+        self.buffered = 0  # body bytes held by the requests in progress
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        limited = str(scope.get("path", "")).startswith("/predict")
-        if limited and self.inflight >= self.max_inflight:
-            overloaded = Overloaded(f"more than {self.max_inflight} predictions in flight")
-            await _error_response(overloaded)(scope, receive, send)
-            self._record(scope, 429, started)
-            return
-        self.inflight += limited
+        held = [0]
         try:
-            await self._guarded(scope, receive, send, started)
+            try:
+                body = await asyncio.wait_for(
+                    self._read_body(scope, receive, held), self.body_timeout
+                )
+            except TimeoutError:
+                await self._refuse(
+                    BodyTimeout(f"the request body did not arrive within {self.body_timeout:g} s"),
+                    scope,
+                    receive,
+                    send,
+                    started,
+                )
+                return
+            except GatewayError as error:
+                await self._refuse(error, scope, receive, send, started)
+                return
+            if body is None:
+                return  # the client went away
+            limited = str(scope.get("path", "")).startswith("/predict")
+            if limited and self.inflight >= self.max_inflight:
+                overloaded = Overloaded(f"more than {self.max_inflight} predictions in flight")
+                await self._refuse(overloaded, scope, receive, send, started)
+                return
+            self.inflight += limited
+            try:
+                await self._guarded(scope, _replay(body, receive), send, started)
+            finally:
+                self.inflight -= limited
         finally:
-            self.inflight -= limited
+            self.buffered -= held[0]
 
-    async def _guarded(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
-        status = {"code": 500, "sent": False}
+    async def _read_body(self, scope: Scope, receive: Receive, held: list[int]) -> bytes | None:
+        """The whole body, counted while it streams in: refused before the bytes are held."""
         cap = self.body_caps.get(str(scope.get("path", "")), SMALL_BODY_BYTES)
         announced = dict(scope["headers"]).get(b"content-length", b"")
         if announced.isdigit() and int(announced) > cap:
-            await _error_response(TooLarge(f"request body over {cap} bytes"))(scope, receive, send)
-            self._record(scope, 413, started)
-            return
-        received = 0
-
-        async def capped_receive() -> Message:
-            # Counted while streaming: refused before the bytes are held, not after.
-            nonlocal received
+            raise TooLarge(f"request body over {cap} bytes")
+        chunks = []
+        while True:
             message = await receive()
-            size = len(message.get("body", b""))
-            if received + size > cap:
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            if held[0] + len(chunk) > cap:
                 raise TooLarge(f"request body over {cap} bytes")
-            if self.buffered + size > self.max_buffered:
+            if self.buffered + len(chunk) > self.max_buffered:
                 raise Overloaded("too many request bytes in flight")
-            received += size
-            self.buffered += size
-            return message
+            held[0] += len(chunk)
+            self.buffered += len(chunk)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _refuse(
+        self, error: GatewayError, scope: Scope, receive: Receive, send: Send, started: float
+    ) -> None:
+        await _error_response(error)(scope, receive, send)
+        self._record(scope, error.status, started)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
+        status = {"code": 500, "sent": False}
 
         async def tracking_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -153,15 +190,13 @@ class _Guard:
             await send(message)
 
         try:
-            await self.app(scope, capped_receive, tracking_send)
+            await self.app(scope, receive, tracking_send)
         except Exception:
             log.exception("unexpected error on %s", scope.get("path"))
             if not status["sent"]:
                 body = {"error": {"code": "internal", "message": "internal error"}}
                 await JSONResponse(body, status_code=500)(scope, receive, send)
             status["code"] = 500
-        finally:
-            self.buffered -= received
         self._record(scope, int(status["code"]), started)
 
     def _route(self, scope: Scope) -> str:
@@ -178,6 +213,16 @@ class _Guard:
         route = self._route(scope)
         self.metrics.requests.labels(route=route, status=str(status)).inc()
         self.metrics.request_seconds.labels(route=route).observe(time.perf_counter() - started)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body already read, then the client's messages."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
 
 
 def create_app(
@@ -248,6 +293,7 @@ def create_app(
             "/predict/batch": settings.max_batch_body_bytes,
         },
         max_buffered=settings.max_buffered_body_bytes,
+        body_timeout=settings.body_timeout,
         routes=app.router.routes,
         max_inflight=settings.max_inflight,
     )

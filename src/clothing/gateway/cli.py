@@ -96,6 +96,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     _add(
         parser,
+        "body_timeout",
+        float,
+        "seconds a request's whole body may take to arrive (read before an in-flight slot "
+        "is taken); slower gets 408",
+    )
+    _add(
+        parser,
         "allow_hosts",
         _csv,
         "comma list of hosts or CIDR networks that may be fetched from although private "
@@ -137,6 +144,10 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         proxy_headers=True,
         timeout_graceful_shutdown=10,
+        # Idle keep-alive connections close after 5 s; request headers may take at
+        # most 16 KiB (uvicorn's defaults, stated here because the gateway relies on them).
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,
     )
     GatewayServer(config).run()
     return 0

@@ -6,6 +6,7 @@ The tree::
     ├── BadRequest                  400 bad_request
     │   └── NotAnImage              400 not_an_image
     ├── AddressRefused              403 address_refused
+    ├── BodyTimeout                 408 body_timeout
     ├── TooLarge                    413 too_large
     ├── Overloaded                  429 overloaded
     ├── UnsupportedMediaType        415 unsupported_media_type
@@ -50,6 +51,11 @@ class NotAnImage(BadRequest):
 class AddressRefused(GatewayError):
     status = 403
     code = "address_refused"
+
+
+class BodyTimeout(GatewayError):
+    status = 408
+    code = "body_timeout"
 
 
 class TooLarge(GatewayError):

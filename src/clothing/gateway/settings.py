@@ -49,6 +49,8 @@ class GatewaySettings:
     max_decode_bytes: int = 0
     max_batch: int = 16
     max_inflight: int = 64
+    # Seconds a request's whole body may take to arrive, before a slot is taken.
+    body_timeout: float = 10.0
     allow_hosts: tuple[str, ...] = field(default_factory=tuple)
     labels: str | None = None
     # The container's CPUs (its quota), not the node's cores.
@@ -67,6 +69,7 @@ class GatewaySettings:
             "max_pixels",
             "max_batch",
             "max_inflight",
+            "body_timeout",
             "workers",
         )
         for name in positive:
