@@ -7,8 +7,11 @@ tests' business.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import socket
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from clothing.proto.tensorflow.core.framework import types_pb2
 from clothing.proto.tensorflow_serving.apis import model_management_pb2, predict_pb2
@@ -64,3 +67,17 @@ def stalled_request_head(path: str, announced: int, *, host: str = "gateway") ->
         f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {announced}\r\n\r\n"
     ).encode()
+
+
+def slow_lookup(
+    release: threading.Event, address: str = "93.184.216.34"
+) -> Callable[[str, int], list[Any]]:
+    """A getaddrinfo stand-in on which names starting with "slow" block until ``release``
+    (a name whose DNS server never answers); others resolve to ``address`` at once."""
+
+    def lookup(host: str, port: int) -> list[Any]:
+        if host.startswith("slow"):
+            release.wait()
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    return lookup

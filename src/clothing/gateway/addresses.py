@@ -15,7 +15,9 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from clothing.gateway.errors import AddressRefused, ImageHostFailed
 
@@ -118,6 +120,13 @@ async def resolve_with_getaddrinfo(host: str, port: int) -> list[IPAddress]:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as error:
         raise ImageHostFailed(f"cannot resolve image host {host!r}") from error
+    return _addresses(host, infos)
+
+
+AddrInfo = tuple[Any, Any, Any, Any, tuple[Any, ...]]
+
+
+def _addresses(host: str, infos: Iterable[AddrInfo]) -> list[IPAddress]:
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _name, sockaddr in infos:
         # Scope ids ("fe80::1%eth0") are dropped: the address alone decides.
@@ -127,6 +136,58 @@ async def resolve_with_getaddrinfo(host: str, port: int) -> list[IPAddress]:
     if not addresses:
         raise ImageHostFailed(f"image host {host!r} has no address")
     return addresses
+
+
+def _getaddrinfo(host: str, port: int) -> list[AddrInfo]:
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+class BoundedResolver:
+    """The system resolver on a few threads of its own, with a deadline per lookup.
+
+    A lookup that outlives ``timeout`` fails the request at once, but its thread
+    cannot be stopped: it stays counted until ``getaddrinfo`` returns. When every
+    thread is busy a new lookup fails at once rather than queueing behind names
+    that resolve slowly, so such names can hold at most ``threads`` threads, never
+    the event loop's default executor that the rest of the process shares.
+    """
+
+    def __init__(
+        self,
+        threads: int = 8,
+        timeout: float = 2.0,
+        lookup: Callable[[str, int], list[AddrInfo]] = _getaddrinfo,
+    ) -> None:
+        self.timeout = timeout
+        self._lookup = lookup
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="resolve")
+        self._free = threads
+
+    @property
+    def busy(self) -> bool:
+        return self._free == 0
+
+    async def __call__(self, host: str, port: int) -> list[IPAddress]:
+        if self._free == 0:
+            raise ImageHostFailed(f"cannot resolve image host {host!r} now (resolver busy)")
+        self._free -= 1
+        running = asyncio.get_running_loop().run_in_executor(self._pool, self._lookup, host, port)
+        running.add_done_callback(self._release)  # when the thread returns, not before
+        try:
+            infos = await asyncio.wait_for(asyncio.shield(running), self.timeout)
+        except TimeoutError:
+            raise ImageHostFailed(f"cannot resolve image host {host!r}") from None
+        except (socket.gaierror, UnicodeError) as error:
+            raise ImageHostFailed(f"cannot resolve image host {host!r}") from error
+        return _addresses(host, infos)
+
+    def _release(self, finished: asyncio.Future[list[AddrInfo]]) -> None:
+        self._free += 1
+        if not finished.cancelled():
+            finished.exception()  # retrieved, so a late failure is not logged as unhandled
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass(frozen=True)

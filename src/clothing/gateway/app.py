@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clothing import __version__
-from clothing.gateway.addresses import AddressPolicy, AllowList, Resolver, resolve_with_getaddrinfo
+from clothing.gateway.addresses import AddressPolicy, AllowList, BoundedResolver, Resolver
 from clothing.gateway.api_docs import add_api_docs
 from clothing.gateway.errors import (
     BodyTimeout,
@@ -245,9 +245,8 @@ def create_app(
             deadline=settings.grpc_deadline,
             preprocessing=settings.preprocessing_override,
         )
-        policy = AddressPolicy(
-            AllowList.parse(settings.allow_hosts), resolver or resolve_with_getaddrinfo
-        )
+        system_resolver = BoundedResolver(settings.dns_threads, settings.dns_timeout)
+        policy = AddressPolicy(AllowList.parse(settings.allow_hosts), resolver or system_resolver)
         with ThreadPoolExecutor(settings.workers, thread_name_prefix="preprocess") as pool:
             app.state.classifier = Classifier(
                 fetcher=ImageFetcher(client, policy, settings.fetch_limits),
@@ -263,6 +262,7 @@ def create_app(
                 yield
             finally:
                 await model.close()
+                system_resolver.close()
 
     app = FastAPI(
         title="Clothing classifier gateway",

@@ -77,6 +77,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _add(parser, "fetch_connect_timeout", float, "image download: connect timeout, seconds")
     _add(parser, "fetch_read_timeout", float, "image download: timeout between reads, seconds")
     _add(parser, "fetch_timeout", float, "image download: total time limit, seconds")
+    _add(
+        parser,
+        "dns_threads",
+        int,
+        "image download: threads resolving host names; when all are busy (slow names) a "
+        "lookup fails at once instead of queueing",
+    )
+    _add(parser, "dns_timeout", float, "image download: deadline of one host name lookup, seconds")
     _add(parser, "max_redirects", int, "image download: redirects followed at most")
     _add(parser, "max_image_bytes", int, "largest image accepted, bytes (download or upload)")
     _add(parser, "max_pixels", int, "largest image accepted, pixels (checked before decoding)")

@@ -43,6 +43,9 @@ class GatewaySettings:
     fetch_read_timeout: float = _FETCH.read_timeout
     fetch_timeout: float = _FETCH.total_timeout
     max_redirects: int = _FETCH.max_redirects
+    # Image host lookups: threads of their own and a deadline each.
+    dns_threads: int = 8
+    dns_timeout: float = 2.0
     max_image_bytes: int = _FETCH.max_bytes
     max_pixels: int = DEFAULT_MAX_PIXELS
     # Bytes one decode may hold; 0: a quarter of the memory limit over the workers.
@@ -65,6 +68,8 @@ class GatewaySettings:
             "fetch_connect_timeout",
             "fetch_read_timeout",
             "fetch_timeout",
+            "dns_threads",
+            "dns_timeout",
             "max_image_bytes",
             "max_pixels",
             "max_batch",
