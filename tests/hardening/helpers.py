@@ -112,6 +112,7 @@ def run_gateway(
         "gateway",
         "--host=127.0.0.1",
         f"--port={port}",
+        "--metrics-port=0",
         f"--tf-serving-host={tf_serving_host}",
         "--log-level=warning",
         *extra,

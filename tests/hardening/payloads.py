@@ -81,3 +81,21 @@ def slow_lookup(
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
 
     return lookup
+
+
+def redirect_to(location: str) -> bytes:
+    """An image host's raw answer: a 302 to ``location``, however malformed."""
+    return f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode()
+
+
+def image_response() -> bytes:
+    """An image host's raw answer: 200 with a small PNG."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(buffer, "PNG")
+    body = buffer.getvalue()
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clothing.gateway.errors import AddressRefused, ImageHostFailed
+
+log = logging.getLogger("clothing.gateway")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -209,9 +212,14 @@ class AddressPolicy:
             reason = refusal_reason(address)
             if reason is None:
                 continue
-            if address in METADATA_ADDRESSES:
-                raise AddressRefused(f"address {address} of {host!r} is refused ({reason})")
-            if host_admitted or self.allow.admits_address(address):
-                continue
-            raise AddressRefused(f"address {address} of {host!r} is refused ({reason})")
+            if address in METADATA_ADDRESSES or not (
+                host_admitted or self.allow.admits_address(address)
+            ):
+                # The client learns neither the address a name resolves to inside the
+                # cluster nor which kind it is; the log keeps both.
+                log.info("refused %s for %r: %s", address, host, reason)
+                raise AddressRefused(
+                    f"image host {host!r} is refused: not a public address",
+                    detail=f"address {address} ({reason})",
+                )
         return addresses[0]

@@ -120,6 +120,7 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        send = _with_security_headers(scope, send)
         held = [0]
         try:
             try:
@@ -213,6 +214,32 @@ class _Guard:
         route = self._route(scope)
         self.metrics.requests.labels(route=route, status=str(status)).inc()
         self.metrics.request_seconds.labels(route=route).observe(time.perf_counter() - started)
+
+
+# Every answer: browsers must not guess a type other than the one sent.
+_NOSNIFF = [(b"x-content-type-options", b"nosniff")]
+# The page: its own script and style only; photos may come from any http(s) URL the
+# user pastes, or a blob: of a dropped file; no framing (clickjacking), no <base>.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' blob: data: https: http:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_PAGE_HEADERS = [
+    (b"content-security-policy", PAGE_CSP.encode()),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+def _with_security_headers(scope: Scope, send: Send) -> Send:
+    extra = _NOSNIFF + (_PAGE_HEADERS if scope.get("path") == "/" else [])
+
+    async def secured(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return secured
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -351,11 +378,13 @@ def _add_routes(app: FastAPI, settings: GatewaySettings) -> None:
         body = Health(status="unavailable", detail="model server or model not available")
         return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
 
-    @app.get("/metrics", tags=["health"], response_class=Response)
-    async def metrics_endpoint(request: Request) -> Response:
-        """Prometheus metrics."""
-        metrics: GatewayMetrics = request.app.state.metrics
-        return Response(metrics.render(), media_type=metrics.content_type)
+    if not settings.metrics_port:  # else served on their own port (cli.run)
+
+        @app.get("/metrics", tags=["health"], response_class=Response)
+        async def metrics_endpoint(request: Request) -> Response:
+            """Prometheus metrics."""
+            metrics: GatewayMetrics = request.app.state.metrics
+            return Response(metrics.render(), media_type=metrics.content_type)
 
     upload_one = {
         "type": "object",

@@ -59,6 +59,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _add(parser, "port", int, "HTTP port")
     _add(
         parser,
+        "metrics_port",
+        int,
+        "port of the Prometheus metrics (GET /metrics), apart from the public port; 0 serves "
+        "them at /metrics on --port instead",
+    )
+    _add(
+        parser,
         "tf_serving_host",
         str,
         "model server gRPC address: host:port, dns:///host:port or a comma list of host:port",
@@ -157,5 +164,13 @@ def run(args: argparse.Namespace) -> int:
         timeout_keep_alive=5,
         h11_max_incomplete_event_size=16 * 1024,
     )
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(settings.metrics_port, settings.host, app.state.metrics.registry)
+        except OSError as error:
+            print(f"clothing gateway: metrics port {settings.metrics_port}: {error}")
+            return 1
     GatewayServer(config).run()
     return 0

@@ -49,8 +49,17 @@ class NotAnImage(BadRequest):
 
 
 class AddressRefused(GatewayError):
+    """``message`` is what the client sees; ``detail`` (the address and why it is refused)
+    is for the log and for ``str()``, never for the client."""
+
     status = 403
     code = "address_refused"
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+        if detail:
+            self.args = (f"{message} [{detail}]",)
 
 
 class BodyTimeout(GatewayError):

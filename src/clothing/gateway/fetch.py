@@ -18,6 +18,7 @@ fetch, so a server trickling one byte a second still ends on time.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 import httpx
@@ -34,6 +35,7 @@ from clothing.gateway.http_get import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
     BodyTooLarge,
+    HttpConnectError,
     HttpGetError,
     HttpGetter,
     HttpGetTimeout,
@@ -41,6 +43,7 @@ from clothing.gateway.http_get import (
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+log = logging.getLogger("clothing.gateway")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class FetchResult:
     redirects: int
 
 
+UNREACHABLE = "the image host could not be reached"
+
+
 def new_image_client(limits: FetchLimits) -> HttpGetter:
     """The downloader the gateway uses by default: system CA store, the limits' timeouts.
 
@@ -71,11 +77,12 @@ def parse_image_url(raw: str) -> httpx.URL:
     """Validate the shape of a client-supplied URL (no network access)."""
     try:
         url = httpx.URL(raw)
-    except (httpx.InvalidURL, TypeError, ValueError) as error:
+        host = url.host  # decoding an IDNA name may fail here, not above
+    except (httpx.InvalidURL, TypeError, ValueError) as error:  # IDNA errors are ValueErrors
         raise BadRequest(f"not a valid URL: {error}") from None
     if url.scheme not in _DEFAULT_PORTS:
         raise AddressRefused(f"URL scheme {url.scheme or '(none)'!r} is refused; use http or https")
-    if not url.host:
+    if not host:
         raise BadRequest("URL has no host")
     if url.userinfo:
         raise BadRequest("credentials in the URL are not accepted")
@@ -125,6 +132,11 @@ class ImageFetcher:
             if error.announced is not None:
                 raise TooLarge(f"image is {error.announced} bytes, the limit is {cap}") from None
             raise TooLarge(f"image is over the limit of {cap} bytes") from None
+        except HttpConnectError as error:
+            # One answer whether the port is closed, filtered or the handshake failed,
+            # so the gateway cannot be used to tell them apart; the detail is logged.
+            log.info("cannot connect to %s:%d for %s: %s", address, port, url.host, error)
+            raise ImageHostFailed(UNREACHABLE) from None
         except HttpGetTimeout as error:
             during = " while sending" if error.in_body else ""
             raise UpstreamTimeout(f"image host timed out{during}") from None
@@ -135,7 +147,10 @@ class ImageFetcher:
             location = response.headers.get("location")
             if not location:
                 raise ImageHostFailed("redirect without a Location header")
-            return parse_image_url(str(url.join(location)))
+            try:
+                return parse_image_url(str(url.join(location)))
+            except (BadRequest, httpx.InvalidURL, ValueError):
+                raise ImageHostFailed("the image host redirected to an invalid URL") from None
         if response.status != 200:
             raise ImageHostFailed(f"image host answered HTTP {response.status}")
         return response.body

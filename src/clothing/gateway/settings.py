@@ -34,6 +34,9 @@ MEMORY_WITHOUT_LIMIT = 1024 * MB
 class GatewaySettings:
     host: str = "0.0.0.0"  # noqa: S104 - a gateway in a container must listen on all interfaces
     port: int = 9696
+    # Prometheus metrics on a port of their own, which the public Service does not
+    # expose (0: on the main port, as /metrics, for local runs).
+    metrics_port: int = 9697
     tf_serving_host: str = "localhost:8500"
     model_name: str = "clothing-model"
     signature: str = "serving_default"
@@ -80,6 +83,8 @@ class GatewaySettings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.metrics_port <= 65535 or self.metrics_port == self.port:
+            raise ValueError("metrics_port must be 0 or a port other than port")
         if self.max_decode_bytes < 0:
             raise ValueError("max_decode_bytes must not be negative")
         if self.max_redirects < 0:
