@@ -200,7 +200,9 @@ class AddressPolicy:
     allow: AllowList = field(default_factory=AllowList)
     resolver: Resolver = resolve_with_getaddrinfo
 
-    async def checked_address(self, host: str, port: int) -> IPAddress:
+    async def checked_address(
+        self, host: str, port: int, ports: Iterable[int] | None = None
+    ) -> IPAddress:
         """The address to connect to; :class:`AddressRefused` if any candidate is refused.
 
         Refusing when *any* resolved address is bad (not only the first) keeps a
@@ -222,4 +224,8 @@ class AddressPolicy:
                     f"image host {host!r} is refused: not a public address",
                     detail=f"address {address} ({reason})",
                 )
+        # Other ports would make the gateway a port scanner of public hosts.
+        port_refused = ports is not None and port not in ports and not host_admitted
+        if port_refused and not all(self.allow.admits_address(a) for a in addresses):
+            raise AddressRefused(f"image host {host!r} is refused: port {port} is not allowed")
         return addresses[0]

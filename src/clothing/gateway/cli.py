@@ -31,6 +31,10 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _ports(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in _csv(text))
+
+
 def _add(
     parser: argparse.ArgumentParser,
     name: str,
@@ -43,7 +47,7 @@ def _add(
     # A string default goes through ``kind`` at parse time, so a bad value in the
     # environment is reported like a bad flag, and only for this subcommand.
     default = raw if raw else _default(name)
-    shown = ",".join(default) if isinstance(default, tuple) else default
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
     parser.add_argument(
         "--" + name.replace("_", "-"),
         dest=name,
@@ -92,6 +96,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "lookup fails at once instead of queueing",
     )
     _add(parser, "dns_timeout", float, "image download: deadline of one host name lookup, seconds")
+    _add(
+        parser,
+        "max_fetch_bytes",
+        int,
+        "image download: most bytes fetched for one request, all its URLs together (a batch's "
+        "URLs share it)",
+    )
+    _add(
+        parser,
+        "fetch_ports",
+        _ports,
+        "image download: comma list of ports public image hosts are fetched on (allow-listed "
+        "hosts may use any)",
+    )
     _add(parser, "max_redirects", int, "image download: redirects followed at most")
     _add(parser, "max_image_bytes", int, "largest image accepted, bytes (download or upload)")
     _add(parser, "max_pixels", int, "largest image accepted, pixels (checked before decoding)")

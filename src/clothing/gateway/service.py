@@ -147,7 +147,11 @@ class Classifier:
     async def _load_all(
         self, items: Sequence[ImageInput], spec: InputSpec, *, fail_alone: bool
     ) -> list[_Loaded | GatewayError]:
-        tasks = [self._load(item, spec) for item in items]
+        # The request's download budget, shared by its URLs.
+        urls = sum(item.url is not None for item in items)
+        limits = self.fetcher.limits
+        cap = min(limits.max_bytes, limits.max_total_bytes // max(urls, 1))
+        tasks = [self._load(item, spec, cap) for item in items]
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         loaded: list[_Loaded | GatewayError] = []
         for outcome in outcomes:
@@ -161,13 +165,13 @@ class Classifier:
                 loaded.append(outcome)
         return loaded
 
-    async def _load(self, item: ImageInput, spec: InputSpec) -> _Loaded:
+    async def _load(self, item: ImageInput, spec: InputSpec, max_fetch_bytes: int) -> _Loaded:
         fetch_ms = 0.0
         data = item.data
         if item.url is not None:
             started = time.perf_counter()
             try:
-                fetched = await self.fetcher.fetch(item.url)
+                fetched = await self.fetcher.fetch(item.url, max_fetch_bytes)
             except AddressRefused:
                 self.metrics.refused_addresses.inc()
                 raise

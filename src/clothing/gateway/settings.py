@@ -50,6 +50,8 @@ class GatewaySettings:
     dns_threads: int = 8
     dns_timeout: float = 2.0
     max_image_bytes: int = _FETCH.max_bytes
+    max_fetch_bytes: int = _FETCH.max_total_bytes
+    fetch_ports: tuple[int, ...] = tuple(sorted(_FETCH.ports))
     max_pixels: int = DEFAULT_MAX_PIXELS
     # Bytes one decode may hold; 0: a quarter of the memory limit over the workers.
     max_decode_bytes: int = 0
@@ -74,6 +76,7 @@ class GatewaySettings:
             "dns_threads",
             "dns_timeout",
             "max_image_bytes",
+            "max_fetch_bytes",
             "max_pixels",
             "max_batch",
             "max_inflight",
@@ -85,6 +88,8 @@ class GatewaySettings:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.metrics_port <= 65535 or self.metrics_port == self.port:
             raise ValueError("metrics_port must be 0 or a port other than port")
+        if not self.fetch_ports or not all(0 < port < 65536 for port in self.fetch_ports):
+            raise ValueError("fetch_ports must list ports between 1 and 65535")
         if self.max_decode_bytes < 0:
             raise ValueError("max_decode_bytes must not be negative")
         if self.max_redirects < 0:
@@ -102,6 +107,8 @@ class GatewaySettings:
     def fetch_limits(self) -> FetchLimits:
         return FetchLimits(
             max_bytes=self.max_image_bytes,
+            max_total_bytes=self.max_fetch_bytes,
+            ports=frozenset(self.fetch_ports),
             max_redirects=self.max_redirects,
             connect_timeout=self.fetch_connect_timeout,
             read_timeout=self.fetch_read_timeout,
