@@ -99,3 +99,24 @@ def test_the_decode_budget_follows_the_memory_limit(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(cgroup, "memory_limit", lambda: None)
     assert GatewaySettings(workers=1).decode_budget == 256 * 2**20  # 1 GiB assumed
     assert GatewaySettings(max_decode_bytes=10**6).decode_budget == 10**6
+
+
+def test_a_batch_of_large_images_decodes_one_at_a_time(gateway: GatewayProcess) -> None:
+    """Four 64 MB RGBA PNGs in one batch: the decode pool (one worker in the pod) holds one
+    at a time, so the peak is one image's budget, not four."""
+    data = bombs.rgba_png(4000)
+    pid = gateway.process.pid
+    assert _predict(gateway, png_bytes()).status_code == 200
+    before = process_stats(pid).rss_kib
+    reset_peak_rss(pid)
+    started = time.monotonic()
+    body = {"images_b64": [base64.b64encode(data).decode()] * 4}
+    answer = httpx.post(f"{gateway.url}/predict/batch", json=body, timeout=120)
+    elapsed = time.monotonic() - started
+    growth_mb = (peak_rss_kib(pid) - before) / 1024
+    print(
+        f"batch of 4 RGBA 4000x4000: {answer.status_code} in {elapsed:.2f} s, +{growth_mb:.0f} MB"
+    )
+    assert answer.status_code == 200, answer.text
+    assert all("label" in item for item in answer.json()["results"])
+    assert growth_mb < POD_DECODE_BUDGET / 2**20 + 30, growth_mb
