@@ -229,6 +229,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "gateway",
                     "--host=127.0.0.1",
                     f"--port={gateway_port}",
+                    "--metrics-port=0",
                     f"--tf-serving-host=127.0.0.1:{grpc_port}",
                     "--log-level=warning",
                 ],

@@ -98,6 +98,8 @@ def _children(args: argparse.Namespace) -> list[tuple[str, list[str], str]]:
         "gateway",
         f"--host={args.host}",
         f"--port={args.gateway_port}",
+        # One port for a local run: /metrics beside the API.
+        "--metrics-port=0",
         f"--tf-serving-host={local}:{args.grpc_port}",
         f"--model-name={args.model_name}",
     ]

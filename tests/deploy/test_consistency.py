@@ -111,7 +111,8 @@ def test_manifest_commands_parse(directory: str, monkeypatch: pytest.MonkeyPatch
     gateway = container(find(docs, "Deployment", "gateway"))
     settings = gateway_settings(gateway["args"], env_of(gateway), monkeypatch)
     assert {port["name"]: port["containerPort"] for port in gateway["ports"]} == {
-        "http": settings.port
+        "http": settings.port,
+        "metrics": settings.metrics_port,
     }
     target = grpc_target(settings.tf_serving_host)
     assert target.startswith("dns:///")
@@ -130,7 +131,11 @@ def test_gateway_probe_paths_are_routes(directory: str) -> None:
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert spec[probe]["httpGet"]["path"] in routes
     annotations = find(rendered(directory), "Deployment", "gateway")["spec"]["template"]
-    assert annotations["metadata"]["annotations"]["prometheus.io/path"] in routes
+    # Metrics have a port of their own, which the public Service does not expose.
+    scrape = annotations["metadata"]["annotations"]
+    assert scrape["prometheus.io/path"] == "/metrics"
+    assert int(scrape["prometheus.io/port"]) == GatewaySettings().metrics_port
+    assert "/metrics" not in routes
 
 
 def test_gateway_health_check_paths_are_routes() -> None:

@@ -129,6 +129,7 @@ def gateway(tf_serving_host: str, log_path: Path) -> Iterator[str]:
         "gateway",
         "--host=127.0.0.1",
         f"--port={port}",
+        "--metrics-port=0",
         "--workers=1",
         # The machine may be busy with other work; a slow answer is not what is tested.
         "--grpc-deadline=20",

@@ -76,6 +76,7 @@ def settings_for(server: ModelServerProcess, **overrides: object) -> GatewaySett
         "max_image_bytes": 1024 * 1024,
         "fetch_timeout": 2.0,
         "ready_cache_seconds": 0.0,
+        "metrics_port": 0,  # the tests read /metrics from the app itself
     }
     values.update(overrides)
     return GatewaySettings(**values)  # type: ignore[arg-type]

@@ -14,14 +14,15 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.fixtures import ModelServerProcess
+from clothing.gateway.settings import GatewaySettings
+from tests.fixtures import ModelServerProcess, raw_tcp_server
 from tests.hardening.helpers import GatewayProcess, run_gateway, wait_until
 
 from . import helpers
 
 MAX_IMAGE_BYTES = 1000
-# The gateway's cap for --max-batch=1: one base64 image plus room for the JSON, plus 1 MB.
-MAX_BODY = 1 * (MAX_IMAGE_BYTES * 4 // 3 + 4096) + 1024 * 1024
+# The gateway's cap on a /predict body: one base64 image plus room for the JSON.
+MAX_BODY = GatewaySettings(max_image_bytes=MAX_IMAGE_BYTES).max_body_bytes
 PIECE = 64 * 1024
 JSON = {"Content-Type": "application/json"}
 
@@ -34,6 +35,7 @@ def capped_gateway(model_server: ModelServerProcess) -> Iterator[GatewayProcess]
         f"--max-image-bytes={MAX_IMAGE_BYTES}",
         "--max-inflight=2",
         "--ready-cache-seconds=0",
+        "--allow-hosts=127.0.0.1",
     ) as gateway:
         yield gateway
 
@@ -121,32 +123,40 @@ async def test_a_chunked_body_is_cut_off_once_it_passes_the_cap(
 async def test_past_the_inflight_limit_a_request_gets_429_at_once(
     capped_gateway: GatewayProcess,
 ) -> None:
-    """Two requests held mid-body fill the limit of 2; a third is refused, then served."""
+    """Two requests held while their image downloads fill the limit of 2; a third is
+    refused, then served. (A request whose body has not arrived holds no slot.)"""
     body = json.dumps({"image_b64": base64.b64encode(helpers.jpeg(size=(8, 8))).decode()})
     payload = body.encode()
-    half = len(payload) // 2
-    async with contextlib.AsyncExitStack() as stack:
-        held = [await stack.enter_async_context(connection(capped_gateway)) for _ in range(2)]
-        for _, writer in held:
-            writer.write(request_head({"Content-Length": str(len(payload))}) + payload[:half])
-            await writer.drain()
+    image = helpers.jpeg(size=(8, 8))
+    arrived = asyncio.Semaphore(0)
+    release = asyncio.Event()
 
-        async with httpx.AsyncClient(base_url=capped_gateway.url, timeout=30) as client:
-            # Until the held requests have reached the gateway, a third one is served.
-            async with asyncio.timeout(30):
-                refused = await client.post("/predict", content=payload, headers=JSON)
-                while refused.status_code != 429:
-                    await asyncio.sleep(0.05)
-                    refused = await client.post("/predict", content=payload, headers=JSON)
-            assert refused.headers["Retry-After"] == "1"
-            assert refused.json()["error"]["code"] == "overloaded"
+    async def stalled_host(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        arrived.release()
+        await release.wait()
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(image)}\r\n\r\n".encode()
+        writer.write(head + image)
+        await writer.drain()
 
-            for reader, writer in held:
-                writer.write(payload[half:])
-                await writer.drain()
-                status, _, answer_body = await read_answer(reader)
-                assert status == 200, answer_body
-            # The held requests are done: the limit frees up.
-            after = await client.post("/predict", content=payload, headers=JSON)
-            assert after.status_code == 200, after.text
+    async with (
+        raw_tcp_server(stalled_host) as port,
+        httpx.AsyncClient(base_url=capped_gateway.url, timeout=30) as client,
+    ):
+        url = {"url": f"http://127.0.0.1:{port}/a.jpg"}
+        held = [asyncio.ensure_future(client.post("/predict", json=url)) for _ in range(2)]
+        async with asyncio.timeout(30):
+            for _ in held:
+                await arrived.acquire()  # both downloads have started: both slots taken
+        refused = await client.post("/predict", content=payload, headers=JSON)
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["Retry-After"] == "1"
+        assert refused.json()["error"]["code"] == "overloaded"
+        release.set()
+        for answer in await asyncio.gather(*held):
+            assert answer.status_code == 200, answer.text
+        # The held requests are done: the limit frees up.
+        after = await client.post("/predict", content=payload, headers=JSON)
+        assert after.status_code == 200, after.text
     wait_until(lambda: status_count(capped_gateway, 429) >= 1, timeout=10)

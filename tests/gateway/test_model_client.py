@@ -189,13 +189,13 @@ async def test_metadata_the_gateway_cannot_use_is_a_model_server_error(
         (
             grpc.StatusCode.PERMISSION_DENIED,
             ModelServerError,
-            "refused GetModelMetadata: PERMISSION_DENIED: scripted refusal",
+            r"refused GetModelMetadata \(PERMISSION_DENIED\)",
         ),
         # Refused with and then without model_info: the second refusal is the answer.
         (
             grpc.StatusCode.INVALID_ARGUMENT,
             ModelServerError,
-            "refused GetModelMetadata: INVALID_ARGUMENT: scripted refusal",
+            r"refused GetModelMetadata \(INVALID_ARGUMENT\)",
         ),
     ],
 )
@@ -263,7 +263,7 @@ async def test_a_version_the_metadata_has_not_caught_up_with_is_reported_and_cou
     servicer.predict_answer = lambda request: predicted(
         from_numpy(np.array([[0.2, 0.7, 0.1]], np.float32)), version=2
     )
-    settings = GatewaySettings(tf_serving_host=scripted[0], ready_cache_seconds=0.0)
+    settings = GatewaySettings(tf_serving_host=scripted[0], ready_cache_seconds=0.0, metrics_port=0)
     body = {"image_b64": base64.b64encode(helpers.jpeg()).decode()}
     async with gateway_client(settings) as gateway:
         answer = await gateway.post("/predict", json=body)

@@ -73,3 +73,70 @@ DECLARED_PIXELS = {
     "gif": 65_535 * 65_535,
     "webp": 16_384 * 16_384,
 }
+
+
+# Real images whose header is honest but whose decoded size is far above the file's:
+# a few hundred KB that decode to 100-160 MB. Flat colour with a few stripes, so that
+# they compress well and still exercise every row.
+
+
+def _striped(mode: str, size: tuple[int, int], colour: object, stripe: object) -> Image.Image:
+    image = Image.new(mode, size, colour)  # type: ignore[arg-type]
+    width, height = size
+    for top in range(0, height, 97):
+        image.paste(stripe, (0, top, width, min(height, top + 3)))  # type: ignore[arg-type]
+    return image
+
+
+def _save(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def rgba_png(side: int = 6324) -> bytes:
+    """RGBA PNG, half transparent: 4 bytes a pixel decoded (6324 x 6324: 160 MB)."""
+    image = _striped("RGBA", (side, side), (200, 30, 30, 128), (0, 0, 255, 255))
+    return _save(image, "PNG", compress_level=9)
+
+
+def gray16_png(side: int = 4500) -> bytes:
+    """16-bit greyscale PNG: 2 bytes a pixel, 4 more while converted."""
+    image = _striped("I;16", (side, side), 40_000, 1_000)
+    return _save(image, "PNG", compress_level=9)
+
+
+def palette_png(side: int = 4800) -> bytes:
+    """Palette PNG with a transparent index: 1 byte a pixel, 4 more as RGBA."""
+    image = _striped("P", (side, side), 1, 2)
+    image.putpalette([255, 255, 255, 200, 30, 30, 0, 0, 255] + [0] * (256 * 3 - 9))
+    image.info["transparency"] = 0
+    return _save(image, "PNG", compress_level=9, transparency=0)
+
+
+def gif_frames(side: int = 4800, frames: int = 3) -> bytes:
+    """Animated GIF: only the first frame is classified."""
+    first = _striped("P", (side, side), 1, 2)
+    first.putpalette([255, 255, 255, 200, 30, 30, 0, 0, 255] + [0] * (256 * 3 - 9))
+    others = [
+        first.point(lambda value, shift=index: (value + shift) % 3) for index in range(1, frames)
+    ]
+    return _save(first, "GIF", save_all=True, append_images=others)
+
+
+def mpo(side: int = 6324, frames: int = 2) -> bytes:
+    """Multi-picture JPEG (MPO), as phones write for 3D or depth photos: each frame a
+    full JPEG; Pillow opens it as format "MPO", not "JPEG"."""
+    first = _striped("RGB", (side, side), (30, 120, 200), (250, 250, 250))
+    others = [first.rotate(90 * index) for index in range(1, frames)]
+    return _save(first, "MPO", save_all=True, append_images=others, quality=80)
+
+
+# What each decodes to at full size, bytes (mode x pixels, before any reduction).
+DECODED_BYTES = {
+    "rgba_png": lambda side: side * side * 4,
+    "gray16_png": lambda side: side * side * 2,
+    "palette_png": lambda side: side * side,
+    "gif_frames": lambda side: side * side,
+    "mpo": lambda side: side * side * 4,
+}

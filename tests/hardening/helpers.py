@@ -43,6 +43,19 @@ def process_stats(pid: int) -> ProcessStats:
     return ProcessStats(fields["VmRSS"], len(os.listdir(f"/proc/{pid}/fd")), fields["Threads"])
 
 
+def reset_peak_rss(pid: int) -> None:
+    """Start VmHWM (peak resident size) afresh from the current RSS (Linux clear_refs)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def peak_rss_kib(pid: int) -> int:
+    """VmHWM: the most resident memory the process has held since start or the last reset."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM in /proc status")
+
+
 def images(count: int, *, seed: int = 1, size: int = 32) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
 
@@ -99,6 +112,7 @@ def run_gateway(
         "gateway",
         "--host=127.0.0.1",
         f"--port={port}",
+        "--metrics-port=0",
         f"--tf-serving-host={tf_serving_host}",
         "--log-level=warning",
         *extra,

@@ -37,7 +37,9 @@ PADDING_FIELD = 1000  # not a field of PredictRequest
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServerProcess]:
     base = tmp_path_factory.mktemp("hostile") / MODEL
     build_test_model(base / "1")
-    with run_model_server(base, extra_args=[f"--max_message_bytes={LIMIT}"]) as running:
+    # Rows are bounded separately (test_amplification.py); here only bytes are.
+    limits = [f"--max_message_bytes={LIMIT}", "--max_batch_rows=100000"]
+    with run_model_server(base, extra_args=limits) as running:
         yield running
 
 
@@ -61,8 +63,10 @@ def _shorthand(dims: list[int], value: int = 7) -> predict_pb2.PredictRequest:
 def _hostile_cases() -> list[tuple[str, predict_pb2.PredictRequest, str]]:
     cases = [
         ("negative dimension", _shorthand([-1, 32, 32, 3]), "negative"),
-        ("huge dimension", _shorthand([1 << 40, 32, 32, 3]), "bytes"),
-        ("overflowing product", _shorthand([1 << 62, 1 << 62, 32, 3]), "bytes"),
+        ("huge dimension", _shorthand([1 << 40, 32, 32, 3]), "--max_batch_rows"),
+        ("huge inner dimension", _shorthand([1, 1 << 40, 32, 3]), "bytes"),
+        ("overflowing product", _shorthand([1 << 62, 1 << 62, 32, 3]), "--max_batch_rows"),
+        ("overflowing inner product", _shorthand([1, 1 << 62, 1 << 62, 3]), "bytes"),
         # 25 bytes on the wire asking for 150 MB (under 2^31 elements, so only a
         # byte limit stops it): refused before allocating.
         ("shorthand fill of 150 MB", _shorthand([50_000, 32, 32, 3]), "byte limit"),

@@ -141,7 +141,8 @@ async def test_the_reload_config_rpc_swaps_the_served_models(
 ) -> None:
     for name, version in (("shirts", 1), ("shoes", 5)):
         build_test_model(tmp_path / name / str(version))
-    async with serve((ModelConfig(MODEL, tmp_path / "shirts"),)) as running:
+    allowed = {"allow_config_reload_rpc": True}
+    async with serve((ModelConfig(MODEL, tmp_path / "shirts"),), **allowed) as running:
         request = _reload_request((MODEL, tmp_path / "shirts"), ("shoes", tmp_path / "shoes"))
         entry = request.config.model_config_list.config[1]
         entry.model_version_policy.specific.versions.append(5)
@@ -166,10 +167,10 @@ async def test_the_reload_config_rpc_swaps_the_served_models(
             assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_the_reload_config_rpc_can_be_turned_off(
+async def test_the_reload_config_rpc_is_off_by_default(
     serve: ServerFactory, base_path: Path
 ) -> None:
-    async with serve((ModelConfig(MODEL, base_path),), allow_config_reload_rpc=False) as running:
+    async with serve((ModelConfig(MODEL, base_path),)) as running:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await running.models.HandleReloadConfigRequest(_reload_request(("x", base_path)))
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED

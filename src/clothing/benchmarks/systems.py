@@ -111,6 +111,7 @@ def gateway(options: ServingOptions, upstream: ModelServerEndpoint) -> Iterator[
         "gateway",
         f"--host={LOOPBACK}",
         f"--port={port}",
+        "--metrics-port=0",
         f"--tf-serving-host={upstream.grpc_address}",
         f"--model-name={options.model_name}",
         # The local image server lives on loopback, which the gateway refuses by default.

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from clothing.gateway.errors import AddressRefused, ImageHostFailed
+
+log = logging.getLogger("clothing.gateway")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -118,6 +123,13 @@ async def resolve_with_getaddrinfo(host: str, port: int) -> list[IPAddress]:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as error:
         raise ImageHostFailed(f"cannot resolve image host {host!r}") from error
+    return _addresses(host, infos)
+
+
+AddrInfo = tuple[Any, Any, Any, Any, tuple[Any, ...]]
+
+
+def _addresses(host: str, infos: Iterable[AddrInfo]) -> list[IPAddress]:
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _name, sockaddr in infos:
         # Scope ids ("fe80::1%eth0") are dropped: the address alone decides.
@@ -129,6 +141,58 @@ async def resolve_with_getaddrinfo(host: str, port: int) -> list[IPAddress]:
     return addresses
 
 
+def _getaddrinfo(host: str, port: int) -> list[AddrInfo]:
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+class BoundedResolver:
+    """The system resolver on a few threads of its own, with a deadline per lookup.
+
+    A lookup that outlives ``timeout`` fails the request at once, but its thread
+    cannot be stopped: it stays counted until ``getaddrinfo`` returns. When every
+    thread is busy a new lookup fails at once rather than queueing behind names
+    that resolve slowly, so such names can hold at most ``threads`` threads, never
+    the event loop's default executor that the rest of the process shares.
+    """
+
+    def __init__(
+        self,
+        threads: int = 8,
+        timeout: float = 2.0,
+        lookup: Callable[[str, int], list[AddrInfo]] = _getaddrinfo,
+    ) -> None:
+        self.timeout = timeout
+        self._lookup = lookup
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="resolve")
+        self._free = threads
+
+    @property
+    def busy(self) -> bool:
+        return self._free == 0
+
+    async def __call__(self, host: str, port: int) -> list[IPAddress]:
+        if self._free == 0:
+            raise ImageHostFailed(f"cannot resolve image host {host!r} now (resolver busy)")
+        self._free -= 1
+        running = asyncio.get_running_loop().run_in_executor(self._pool, self._lookup, host, port)
+        running.add_done_callback(self._release)  # when the thread returns, not before
+        try:
+            infos = await asyncio.wait_for(asyncio.shield(running), self.timeout)
+        except TimeoutError:
+            raise ImageHostFailed(f"cannot resolve image host {host!r}") from None
+        except (socket.gaierror, UnicodeError) as error:
+            raise ImageHostFailed(f"cannot resolve image host {host!r}") from error
+        return _addresses(host, infos)
+
+    def _release(self, finished: asyncio.Future[list[AddrInfo]]) -> None:
+        self._free += 1
+        if not finished.cancelled():
+            finished.exception()  # retrieved, so a late failure is not logged as unhandled
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 @dataclass(frozen=True)
 class AddressPolicy:
     """Resolves a host once and decides which single address to connect to."""
@@ -136,7 +200,9 @@ class AddressPolicy:
     allow: AllowList = field(default_factory=AllowList)
     resolver: Resolver = resolve_with_getaddrinfo
 
-    async def checked_address(self, host: str, port: int) -> IPAddress:
+    async def checked_address(
+        self, host: str, port: int, ports: Iterable[int] | None = None
+    ) -> IPAddress:
         """The address to connect to; :class:`AddressRefused` if any candidate is refused.
 
         Refusing when *any* resolved address is bad (not only the first) keeps a
@@ -148,9 +214,18 @@ class AddressPolicy:
             reason = refusal_reason(address)
             if reason is None:
                 continue
-            if address in METADATA_ADDRESSES:
-                raise AddressRefused(f"address {address} of {host!r} is refused ({reason})")
-            if host_admitted or self.allow.admits_address(address):
-                continue
-            raise AddressRefused(f"address {address} of {host!r} is refused ({reason})")
+            if address in METADATA_ADDRESSES or not (
+                host_admitted or self.allow.admits_address(address)
+            ):
+                # The client learns neither the address a name resolves to inside the
+                # cluster nor which kind it is; the log keeps both.
+                log.info("refused %s for %r: %s", address, host, reason)
+                raise AddressRefused(
+                    f"image host {host!r} is refused: not a public address",
+                    detail=f"address {address} ({reason})",
+                )
+        # Other ports would make the gateway a port scanner of public hosts.
+        port_refused = ports is not None and port not in ports and not host_admitted
+        if port_refused and not all(self.allow.admits_address(a) for a in addresses):
+            raise AddressRefused(f"image host {host!r} is refused: port {port} is not allowed")
         return addresses[0]

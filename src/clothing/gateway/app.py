@@ -7,6 +7,7 @@ status, and turns any unexpected exception into a plain 500 without a trace.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -26,9 +27,10 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clothing import __version__
-from clothing.gateway.addresses import AddressPolicy, AllowList, Resolver, resolve_with_getaddrinfo
+from clothing.gateway.addresses import AddressPolicy, AllowList, BoundedResolver, Resolver
 from clothing.gateway.api_docs import add_api_docs
 from clothing.gateway.errors import (
+    BodyTimeout,
     GatewayError,
     Overloaded,
     TooLarge,
@@ -59,6 +61,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "Bad request, or the bytes are not a JPEG/PNG/WebP/GIF image",
         403: "The URL's scheme or address is refused",
+        408: "The request body did not arrive within --body-timeout",
         413: "Image (bytes or pixels) or request too large",
         429: "Too many predictions in flight; retry after Retry-After seconds",
         415: "Neither JSON nor multipart/form-data",
@@ -70,6 +73,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# The body cap of every route that takes no image (GET routes send none).
+SMALL_BODY_BYTES = 64 * 1024
+
 # Overload and model-server-down answers tell clients when to come back.
 RETRY_AFTER_SECONDS = "1"
 
@@ -80,61 +86,104 @@ def _error_response(error: GatewayError) -> JSONResponse:
 
 
 class _Guard:
-    """Caps the body and the predictions in flight, records metrics and answers 500
-    for anything unexpected.
+    """Reads the body under a deadline and within its caps, bounds the predictions in
+    flight, records metrics and answers 500 for anything unexpected.
 
-    Past ``max_inflight`` concurrent predictions a request is refused at once with
-    429 + Retry-After, before its body is read: under overload the gateway's
+    The body is read before an in-flight slot is taken: a client that sends headers
+    and then stalls holds no slot, and gets 408 once ``body_timeout`` passes. Each
+    route's body is capped while it streams in (413), and all bodies being held
+    together are capped too (429). Past ``max_inflight`` concurrent predictions a
+    request is refused at once with 429 + Retry-After: under overload the gateway's
     memory and latency stay bounded instead of queueing without end.
     """
 
     def __init__(
         self,
         app: ASGIApp,
+        *,
         metrics: GatewayMetrics,
-        max_body: int,
+        body_caps: dict[str, int],
+        max_buffered: int,
+        body_timeout: float,
         routes: list[BaseRoute],
         max_inflight: int,
     ) -> None:
-        self.app, self.metrics, self.max_body, self.routes = app, metrics, max_body, routes
+        self.app, self.metrics, self.body_caps, self.routes = app, metrics, body_caps, routes
+        self.max_buffered = max_buffered
+        self.body_timeout = body_timeout
         self.max_inflight = max_inflight
         self.inflight = 0
+        self.buffered = 0  # body bytes held by the requests in progress
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        limited = str(scope.get("path", "")).startswith("/predict")
-        if limited and self.inflight >= self.max_inflight:
-            overloaded = Overloaded(f"more than {self.max_inflight} predictions in flight")
-            await _error_response(overloaded)(scope, receive, send)
-            self._record(scope, 429, started)
-            return
-        self.inflight += limited
+        send = _with_security_headers(scope, send)
+        held = [0]
         try:
-            await self._guarded(scope, receive, send, started)
+            try:
+                body = await asyncio.wait_for(
+                    self._read_body(scope, receive, held), self.body_timeout
+                )
+            except TimeoutError:
+                await self._refuse(
+                    BodyTimeout(f"the request body did not arrive within {self.body_timeout:g} s"),
+                    scope,
+                    receive,
+                    send,
+                    started,
+                )
+                return
+            except GatewayError as error:
+                await self._refuse(error, scope, receive, send, started)
+                return
+            if body is None:
+                return  # the client went away
+            limited = str(scope.get("path", "")).startswith("/predict")
+            if limited and self.inflight >= self.max_inflight:
+                overloaded = Overloaded(f"more than {self.max_inflight} predictions in flight")
+                await self._refuse(overloaded, scope, receive, send, started)
+                return
+            self.inflight += limited
+            try:
+                await self._guarded(scope, _replay(body, receive), send, started)
+            finally:
+                self.inflight -= limited
         finally:
-            self.inflight -= limited
+            self.buffered -= held[0]
+
+    async def _read_body(self, scope: Scope, receive: Receive, held: list[int]) -> bytes | None:
+        """The whole body, counted while it streams in: refused before the bytes are held."""
+        cap = self.body_caps.get(str(scope.get("path", "")), SMALL_BODY_BYTES)
+        announced = dict(scope["headers"]).get(b"content-length", b"")
+        if announced.isdigit() and int(announced) > cap:
+            raise TooLarge(f"request body over {cap} bytes")
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            if held[0] + len(chunk) > cap:
+                raise TooLarge(f"request body over {cap} bytes")
+            if self.buffered + len(chunk) > self.max_buffered:
+                raise Overloaded("too many request bytes in flight")
+            held[0] += len(chunk)
+            self.buffered += len(chunk)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _refuse(
+        self, error: GatewayError, scope: Scope, receive: Receive, send: Send, started: float
+    ) -> None:
+        await _error_response(error)(scope, receive, send)
+        self._record(scope, error.status, started)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
         status = {"code": 500, "sent": False}
-        announced = dict(scope["headers"]).get(b"content-length", b"")
-        if announced.isdigit() and int(announced) > self.max_body:
-            await _error_response(TooLarge(f"request body over {self.max_body} bytes"))(
-                scope, receive, send
-            )
-            self._record(scope, 413, started)
-            return
-        received = 0
-
-        async def capped_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_body:
-                raise TooLarge(f"request body over {self.max_body} bytes")
-            return message
 
         async def tracking_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -142,7 +191,7 @@ class _Guard:
             await send(message)
 
         try:
-            await self.app(scope, capped_receive, tracking_send)
+            await self.app(scope, receive, tracking_send)
         except Exception:
             log.exception("unexpected error on %s", scope.get("path"))
             if not status["sent"]:
@@ -167,6 +216,42 @@ class _Guard:
         self.metrics.request_seconds.labels(route=route).observe(time.perf_counter() - started)
 
 
+# Every answer: browsers must not guess a type other than the one sent.
+_NOSNIFF = [(b"x-content-type-options", b"nosniff")]
+# The page: its own script and style only; photos may come from any http(s) URL the
+# user pastes, or a blob: of a dropped file; no framing (clickjacking), no <base>.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' blob: data: https: http:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_PAGE_HEADERS = [
+    (b"content-security-policy", PAGE_CSP.encode()),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+def _with_security_headers(scope: Scope, send: Send) -> Send:
+    extra = _NOSNIFF + (_PAGE_HEADERS if scope.get("path") == "/" else [])
+
+    async def secured(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return secured
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body already read, then the client's messages."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
+
+
 def create_app(
     settings: GatewaySettings,
     *,
@@ -187,9 +272,8 @@ def create_app(
             deadline=settings.grpc_deadline,
             preprocessing=settings.preprocessing_override,
         )
-        policy = AddressPolicy(
-            AllowList.parse(settings.allow_hosts), resolver or resolve_with_getaddrinfo
-        )
+        system_resolver = BoundedResolver(settings.dns_threads, settings.dns_timeout)
+        policy = AddressPolicy(AllowList.parse(settings.allow_hosts), resolver or system_resolver)
         with ThreadPoolExecutor(settings.workers, thread_name_prefix="preprocess") as pool:
             app.state.classifier = Classifier(
                 fetcher=ImageFetcher(client, policy, settings.fetch_limits),
@@ -197,6 +281,7 @@ def create_app(
                 pool=pool,
                 metrics=metrics,
                 max_pixels=settings.max_pixels,
+                max_decode_bytes=settings.decode_budget,
                 labels=labels,
                 ready_cache_seconds=settings.ready_cache_seconds,
             )
@@ -204,6 +289,7 @@ def create_app(
                 yield
             finally:
                 await model.close()
+                system_resolver.close()
 
     app = FastAPI(
         title="Clothing classifier gateway",
@@ -229,7 +315,12 @@ def create_app(
     app.add_middleware(
         _Guard,
         metrics=metrics,
-        max_body=settings.max_body_bytes,
+        body_caps={
+            "/predict": settings.max_body_bytes,
+            "/predict/batch": settings.max_batch_body_bytes,
+        },
+        max_buffered=settings.max_buffered_body_bytes,
+        body_timeout=settings.body_timeout,
         routes=app.router.routes,
         max_inflight=settings.max_inflight,
     )
@@ -287,11 +378,13 @@ def _add_routes(app: FastAPI, settings: GatewaySettings) -> None:
         body = Health(status="unavailable", detail="model server or model not available")
         return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
 
-    @app.get("/metrics", tags=["health"], response_class=Response)
-    async def metrics_endpoint(request: Request) -> Response:
-        """Prometheus metrics."""
-        metrics: GatewayMetrics = request.app.state.metrics
-        return Response(metrics.render(), media_type=metrics.content_type)
+    if not settings.metrics_port:  # else served on their own port (cli.run)
+
+        @app.get("/metrics", tags=["health"], response_class=Response)
+        async def metrics_endpoint(request: Request) -> Response:
+            """Prometheus metrics."""
+            metrics: GatewayMetrics = request.app.state.metrics
+            return Response(metrics.render(), media_type=metrics.content_type)
 
     upload_one = {
         "type": "object",

@@ -42,6 +42,10 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _ports(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in _csv(text))
+
+
 def _add(
     parser: argparse.ArgumentParser,
     name: str,
@@ -54,7 +58,7 @@ def _add(
     # A string default goes through ``kind`` at parse time, so a bad value in the
     # environment is reported like a bad flag, and only for this subcommand.
     default = raw if raw else _default(name)
-    shown = ",".join(default) if isinstance(default, tuple) else default
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
     parser.add_argument(
         "--" + name.replace("_", "-"),
         dest=name,
@@ -68,6 +72,13 @@ def _add(
 def configure(parser: argparse.ArgumentParser) -> None:
     _add(parser, "host", str, "interface to listen on")
     _add(parser, "port", _port, "HTTP port")
+    _add(
+        parser,
+        "metrics_port",
+        int,
+        "port of the Prometheus metrics (GET /metrics), apart from the public port; 0 serves "
+        "them at /metrics on --port instead",
+    )
     _add(
         parser,
         "tf_serving_host",
@@ -88,15 +99,51 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _add(parser, "fetch_connect_timeout", float, "image download: connect timeout, seconds")
     _add(parser, "fetch_read_timeout", float, "image download: timeout between reads, seconds")
     _add(parser, "fetch_timeout", float, "image download: total time limit, seconds")
+    _add(
+        parser,
+        "dns_threads",
+        int,
+        "image download: threads resolving host names; when all are busy (slow names) a "
+        "lookup fails at once instead of queueing",
+    )
+    _add(parser, "dns_timeout", float, "image download: deadline of one host name lookup, seconds")
+    _add(
+        parser,
+        "max_fetch_bytes",
+        int,
+        "image download: most bytes fetched for one request, all its URLs together (a batch's "
+        "URLs share it)",
+    )
+    _add(
+        parser,
+        "fetch_ports",
+        _ports,
+        "image download: comma list of ports public image hosts are fetched on (allow-listed "
+        "hosts may use any)",
+    )
     _add(parser, "max_redirects", int, "image download: redirects followed at most")
     _add(parser, "max_image_bytes", int, "largest image accepted, bytes (download or upload)")
     _add(parser, "max_pixels", int, "largest image accepted, pixels (checked before decoding)")
+    _add(
+        parser,
+        "max_decode_bytes",
+        int,
+        "most bytes one image may hold while decoded (pixels x bytes per pixel of its mode; "
+        "0: a quarter of the memory limit, 1 GiB assumed without one, over --workers)",
+    )
     _add(parser, "max_batch", int, "most images in one /predict/batch request")
     _add(
         parser,
         "max_inflight",
         int,
         "most /predict and /predict/batch requests handled at once; more get 429 + Retry-After",
+    )
+    _add(
+        parser,
+        "body_timeout",
+        float,
+        "seconds a request's whole body may take to arrive (read before an in-flight slot "
+        "is taken); slower gets 408",
     )
     _add(
         parser,
@@ -141,6 +188,18 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         proxy_headers=True,
         timeout_graceful_shutdown=10,
+        # Idle keep-alive connections close after 5 s; request headers may take at
+        # most 16 KiB (uvicorn's defaults, stated here because the gateway relies on them).
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,
     )
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(settings.metrics_port, settings.host, app.state.metrics.registry)
+        except OSError as error:
+            print(f"clothing gateway: metrics port {settings.metrics_port}: {error}")
+            return 1
     GatewayServer(config).run()
     return 0

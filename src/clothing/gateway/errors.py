@@ -6,6 +6,7 @@ The tree::
     ├── BadRequest                  400 bad_request
     │   └── NotAnImage              400 not_an_image
     ├── AddressRefused              403 address_refused
+    ├── BodyTimeout                 408 body_timeout
     ├── TooLarge                    413 too_large
     ├── Overloaded                  429 overloaded
     ├── UnsupportedMediaType        415 unsupported_media_type
@@ -48,8 +49,22 @@ class NotAnImage(BadRequest):
 
 
 class AddressRefused(GatewayError):
+    """``message`` is what the client sees; ``detail`` (the address and why it is refused)
+    is for the log and for ``str()``, never for the client."""
+
     status = 403
     code = "address_refused"
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+        if detail:
+            self.args = (f"{message} [{detail}]",)
+
+
+class BodyTimeout(GatewayError):
+    status = 408
+    code = "body_timeout"
 
 
 class TooLarge(GatewayError):

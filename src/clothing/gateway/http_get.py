@@ -41,6 +41,10 @@ class HttpGetTimeout(HttpGetError):
     """Connecting, sending or one read took longer than its timeout."""
 
 
+class HttpConnectError(HttpGetError):
+    """No connection: refused, unreachable, timed out or a failed TLS handshake."""
+
+
 class BodyTooLarge(HttpGetError):
     """The body is over the cap; ``announced`` is the Content-Length when that said so."""
 
@@ -135,9 +139,9 @@ class HttpGetter:
             async with asyncio.timeout(self.connect_timeout):
                 return await self.open_connection(address, port, limit=_READ_SIZE, **tls_options)
         except TimeoutError:
-            raise HttpGetTimeout("connect timed out") from None
-        except (OSError, ValueError) as error:  # refused, unreachable, TLS failures
-            raise HttpGetError(type(error).__name__) from None
+            raise HttpConnectError("connect timed out") from None
+        except (OSError, ValueError, OverflowError) as error:  # refused, unreachable, TLS
+            raise HttpConnectError(f"{type(error).__name__}: {error}") from None
 
     async def _timed(self, step: Awaitable[T]) -> T:
         try:

@@ -3,10 +3,15 @@
 Decoding is judged by the bytes, never by a Content-Type: only JPEG, PNG, WebP
 and GIF (first frame) are opened. The pixel count is read from the header and
 checked before any pixel is decoded, so a small file declaring 30000x30000
-pixels costs nothing. A JPEG larger than the target is decoded at a reduced
-DCT scale (``draft``). EXIF orientation is applied, transparency is flattened
-onto white, and the result is resized with a plain bilinear resize to the
-model's width and height (how the model was trained).
+pixels costs nothing. So are the bytes decoding will hold (pixels x the bytes
+per pixel of the mode, and of the full-size conversion some modes need): a
+few-hundred-KB RGBA PNG may need 160 MB. A JPEG (or MPO) larger than the
+target is decoded at a reduced DCT scale (``draft``); other formats are decoded
+and at once reduced by an integer factor (``reduce``, a box average) to at least
+the target, so every later step (EXIF orientation, flattening transparency onto
+white, conversion to RGB) works on the small image, never on full-size copies.
+The result is resized with a plain bilinear resize to the model's width and
+height (how the model was trained).
 
 Everything here is CPU-bound and synchronous: callers run it in a worker pool.
 """
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from clothing.gateway.errors import NotAnImage, TooLarge
 
@@ -27,7 +32,28 @@ Preprocessing = Literal["none", "xception", "imagenet"]
 PREPROCESSINGS: tuple[Preprocessing, ...] = ("none", "xception", "imagenet")
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 DEFAULT_MAX_PIXELS = 40_000_000
+# Bytes decoding one image may hold when the caller names no budget (the gateway
+# derives its own from the memory limit: GatewaySettings.max_decode_bytes).
+DEFAULT_MAX_DECODE_BYTES = 256 * 1024 * 1024
 
+# Bytes per pixel Pillow stores for a mode (4 for RGB, as for RGBA), plus those of
+# the full-size copies reducing it makes: ``reduce`` takes neither "1", "P" nor
+# 16-bit modes ("I;16" becomes "I", 4 more), and premultiplies alpha into a copy
+# first (RGBA and LA: 4 more; measured, a 5000x5000 RGBA PNG peaked at +191 MB).
+_DECODE_BYTES_PER_PIXEL = {
+    "1": 2,
+    "L": 1,
+    "LA": 8,
+    "RGBA": 8,
+    "I;16": 6,
+    "I;16B": 6,
+    "I;16L": 6,
+}
+_REDUCIBLE_AS = {"1": "L", "I;16": "I", "I;16B": "I", "I;16L": "I"}
+# Formats whose decoder fills a buffer of its own that is then copied into the image.
+_COPYING_DECODERS = {"WEBP": 2}
+
+MIB = 1024 * 1024
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -56,8 +82,15 @@ class InputSpec:
     preprocessing: Preprocessing = "none"
 
 
-def decode_rgb(data: bytes, *, target: tuple[int, int], max_pixels: int) -> Image.Image:
-    """Decode to an upright RGB image; ``target`` (w, h) lets JPEG decode at a reduced scale."""
+def decode_rgb(
+    data: bytes,
+    *,
+    target: tuple[int, int],
+    max_pixels: int,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+) -> Image.Image:
+    """Decode to an upright RGB image of at least ``target`` (w, h) where the source is
+    larger, holding at most ``max_decode_bytes`` at full size."""
     if not data:
         raise NotAnImage("the image is empty")
     try:
@@ -74,18 +107,63 @@ def decode_rgb(data: bytes, *, target: tuple[int, int], max_pixels: int) -> Imag
         raise NotAnImage("the image has no pixels")
     if width * height > max_pixels:
         raise TooLarge(f"the image is {width}x{height} pixels, the limit is {max_pixels} pixels")
+    # Requested square so the size stays large enough after an EXIF rotation.
+    side = max(target)
     try:
-        if image.format == "JPEG":
-            # Requested square so the scale stays large enough after an EXIF rotation.
-            side = max(target)
-            image.draft("RGB", (side, side))
+        if image.format in ("JPEG", "MPO"):
+            image.draft("RGB", (side, side))  # the header's size becomes the reduced one
+        _check_decode_bytes(image, max_decode_bytes)
         image.load()
-        upright = ImageOps.exif_transpose(image)
+        orientation = image.getexif().get(ExifTags.Base.Orientation)
+        small = _reduced(image, side)
+        if orientation:
+            small.getexif()[ExifTags.Base.Orientation] = orientation
+        upright = ImageOps.exif_transpose(small)
         return _to_rgb(upright)
     except (OSError, ValueError, SyntaxError, EOFError):
         raise NotAnImage("the image is truncated or corrupt") from None
     except Image.DecompressionBombError:
         raise TooLarge(f"the image declares more than {max_pixels} pixels") from None
+
+
+def decode_bytes(image: Image.Image) -> int:
+    """What decoding ``image`` (as opened, after any ``draft``) holds at full size."""
+    width, height = image.size
+    if image.mode == "P":  # becomes RGB (4 more), or RGBA (premultiplied: 8 more)
+        per_pixel = 9 if "transparency" in image.info else 5
+    else:
+        per_pixel = _DECODE_BYTES_PER_PIXEL.get(image.mode, 4)
+    return width * height * per_pixel * _COPYING_DECODERS.get(str(image.format), 1)
+
+
+def _check_decode_bytes(image: Image.Image, limit: int) -> None:
+    needed = decode_bytes(image)
+    if needed > limit:
+        width, height = image.size
+        raise TooLarge(
+            f"the image ({width}x{height} {image.mode}) needs {needed // MIB} MiB to decode, "
+            f"the limit is {limit // MIB} MiB"
+        )
+
+
+def _reduced(image: Image.Image, side: int) -> Image.Image:
+    """``image`` shrunk along each axis by the largest integer factor that keeps that
+    side >= ``side`` (the model's resize ignores the aspect ratio anyway), so that a
+    long strip is reduced too.
+
+    The full-size image is released as soon as the small one exists; palette images
+    become RGB(A) first (their transparency kept), 1-bit and 16-bit ones L and I.
+    """
+    factor = (max(1, image.width // side), max(1, image.height // side))
+    if factor == (1, 1):
+        return image
+    if image.mode == "P":
+        working = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode in _REDUCIBLE_AS:
+        working = image.convert(_REDUCIBLE_AS[image.mode])
+    else:
+        working = image
+    return working.reduce(factor)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -121,7 +199,18 @@ def scale_pixels(pixels: np.ndarray, preprocessing: Preprocessing) -> np.ndarray
     return scaled
 
 
-def prepare(data: bytes, spec: InputSpec, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def prepare(
+    data: bytes,
+    spec: InputSpec,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+) -> np.ndarray:
     """Bytes in, one model input row out (``[H, W, 3]`` of ``spec.dtype``)."""
-    image = decode_rgb(data, target=(spec.width, spec.height), max_pixels=max_pixels)
+    image = decode_rgb(
+        data,
+        target=(spec.width, spec.height),
+        max_pixels=max_pixels,
+        max_decode_bytes=max_decode_bytes,
+    )
     return to_model_row(image, spec)

@@ -14,10 +14,16 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartParser
 
 from clothing.gateway.errors import BadRequest, TooLarge, UnsupportedMediaType, ValidationFailed
 from clothing.gateway.schemas import BatchRequest, PredictRequest
 from clothing.gateway.service import ImageInput
+
+# Uploads stay in memory, bounded by the per-route body caps and the bytes all bodies
+# may hold at once (app._Guard), instead of spilling past 1 MB to /tmp (a 64 MiB
+# emptyDir in the pod) where a slow upload would keep them.
+MultiPartParser.spool_max_size = 1 << 40
 
 
 def describe_errors(errors: Any) -> str:
@@ -32,9 +38,15 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def _json_body(request: Request, model: type[BaseModel]) -> Any:
+async def _json_body(request: Request, model: type[BaseModel], max_items: int = 1) -> Any:
+    raw = await request.body()
+    # Counted on the bytes before parsing: each string is two quotes (base64 and URLs
+    # hold none unescaped), so a body of thousands of tiny items is never built.
+    strings = raw.count(b'"') // 2
+    if strings > 2 * max_items + 8:
+        raise ValidationFailed(f"the body holds {strings} strings; at most {max_items} items")
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(raw)
     except ValidationError as error:
         raise ValidationFailed(describe_errors(error.errors())) from None
 
@@ -76,7 +88,7 @@ async def single_input(request: Request, cap: int) -> ImageInput:
 async def batch_inputs(request: Request, cap: int, limit: int) -> list[ImageInput]:
     media_type = _media_type(request)
     if media_type == "application/json":
-        body: BatchRequest = await _json_body(request, BatchRequest)
+        body: BatchRequest = await _json_body(request, BatchRequest, limit)
         count = len(body.urls or body.images_b64 or [])
         if count > limit:
             raise ValidationFailed(f"{count} images in one batch; at most {limit} are accepted")

@@ -114,8 +114,10 @@ class PredictOutcome:
 
 
 def _map_rpc_error(error: grpc.aio.AioRpcError, what: str) -> GatewayError:
+    """The public error for a failed call: its kind and gRPC code, never the details (they
+    can name pod addresses and internal services); those go to the log."""
     code = error.code()
-    detail = error.details() or code.name
+    log.warning("model server %s failed: %s: %s", what, code.name, error.details())
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return UpstreamTimeout(f"model server did not answer {what} in time")
     if code in (
@@ -124,8 +126,8 @@ def _map_rpc_error(error: grpc.aio.AioRpcError, what: str) -> GatewayError:
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.CANCELLED,
     ):
-        return ModelUnavailable(f"model server unavailable for {what}: {detail}")
-    return ModelServerError(f"model server refused {what}: {code.name}: {detail}")
+        return ModelUnavailable(f"model server unavailable for {what} ({code.name})")
+    return ModelServerError(f"model server refused {what} ({code.name})")
 
 
 class ModelClient:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -57,7 +57,9 @@ class BatchRequest(BaseModel):
         },
     )
 
-    urls: list[str] | None = Field(default=None, description="http(s) URLs of the images")
+    urls: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, description="http(s) URLs of the images"
+    )
     images_b64: list[str] | None = Field(default=None, description="Encoded images in base64")
 
     @model_validator(mode="after")

@@ -28,7 +28,7 @@ from clothing.gateway.errors import (
     ModelServerError,
 )
 from clothing.gateway.fetch import ImageFetcher
-from clothing.gateway.imaging import InputSpec, prepare
+from clothing.gateway.imaging import DEFAULT_MAX_DECODE_BYTES, InputSpec, prepare
 from clothing.gateway.metrics import GatewayMetrics
 from clothing.gateway.model_client import ModelClient, ModelInfo
 
@@ -75,6 +75,7 @@ class Classifier:
     pool: Executor
     metrics: GatewayMetrics
     max_pixels: int
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
     labels: tuple[str, ...] | None = None
     ready_cache_seconds: float = 1.0
     _info: ModelInfo | None = field(default=None, init=False)
@@ -146,7 +147,11 @@ class Classifier:
     async def _load_all(
         self, items: Sequence[ImageInput], spec: InputSpec, *, fail_alone: bool
     ) -> list[_Loaded | GatewayError]:
-        tasks = [self._load(item, spec) for item in items]
+        # The request's download budget, shared by its URLs.
+        urls = sum(item.url is not None for item in items)
+        limits = self.fetcher.limits
+        cap = min(limits.max_bytes, limits.max_total_bytes // max(urls, 1))
+        tasks = [self._load(item, spec, cap) for item in items]
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         loaded: list[_Loaded | GatewayError] = []
         for outcome in outcomes:
@@ -160,13 +165,13 @@ class Classifier:
                 loaded.append(outcome)
         return loaded
 
-    async def _load(self, item: ImageInput, spec: InputSpec) -> _Loaded:
+    async def _load(self, item: ImageInput, spec: InputSpec, max_fetch_bytes: int) -> _Loaded:
         fetch_ms = 0.0
         data = item.data
         if item.url is not None:
             started = time.perf_counter()
             try:
-                fetched = await self.fetcher.fetch(item.url)
+                fetched = await self.fetcher.fetch(item.url, max_fetch_bytes)
             except AddressRefused:
                 self.metrics.refused_addresses.inc()
                 raise
@@ -181,7 +186,9 @@ class Classifier:
     async def _preprocess(self, data: bytes, spec: InputSpec) -> tuple[np.ndarray, float]:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        row = await loop.run_in_executor(self.pool, _prepare_in_pool, data, spec, self.max_pixels)
+        row = await loop.run_in_executor(
+            self.pool, _prepare_in_pool, data, spec, self.max_pixels, self.max_decode_bytes
+        )
         elapsed = _ms_since(started)
         self.metrics.observe_stage("preprocess", elapsed)
         return row, elapsed
@@ -225,8 +232,10 @@ def _batch_of(rows: Sequence[_Loaded]) -> np.ndarray:
     return np.stack([r.row for r in rows])
 
 
-def _prepare_in_pool(data: bytes, spec: InputSpec, max_pixels: int) -> np.ndarray:
-    return prepare(data, spec, max_pixels=max_pixels)
+def _prepare_in_pool(
+    data: bytes, spec: InputSpec, max_pixels: int, max_decode_bytes: int
+) -> np.ndarray:
+    return prepare(data, spec, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
 
 
 def _with_version(info: ModelInfo, version: int) -> ModelInfo:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from clothing.cgroup import available_cpus
+from clothing import cgroup
 from clothing.gateway.addresses import AllowList
 from clothing.gateway.fetch import FetchLimits
 from clothing.gateway.imaging import DEFAULT_MAX_PIXELS, PREPROCESSINGS, Preprocessing
@@ -23,11 +23,24 @@ MB = 1024 * 1024
 
 _FETCH = FetchLimits()  # one home for the download limits' defaults
 
+# Share of the process's memory limit that the images being decoded at once may hold
+# (the rest: the interpreter and libraries, about 100 MB, request bodies, responses).
+DECODE_MEMORY_SHARE = 4
+# Share of it that request bodies being received may hold, all requests together.
+BODY_MEMORY_SHARE = 8
+# JSON or multipart framing around one base64 image (field names, a data: URL prefix).
+BODY_OVERHEAD = 64 * 1024
+# The limit assumed where the process has none (a laptop, a container without one).
+MEMORY_WITHOUT_LIMIT = 1024 * MB
+
 
 @dataclass(frozen=True)
 class GatewaySettings:
     host: str = "0.0.0.0"  # noqa: S104 - a gateway in a container must listen on all interfaces
     port: int = 9696
+    # Prometheus metrics on a port of their own, which the public Service does not
+    # expose (0: on the main port, as /metrics, for local runs).
+    metrics_port: int = 9697
     tf_serving_host: str = "localhost:8500"
     model_name: str = "clothing-model"
     signature: str = "serving_default"
@@ -37,14 +50,23 @@ class GatewaySettings:
     fetch_read_timeout: float = _FETCH.read_timeout
     fetch_timeout: float = _FETCH.total_timeout
     max_redirects: int = _FETCH.max_redirects
+    # Image host lookups: threads of their own and a deadline each.
+    dns_threads: int = 8
+    dns_timeout: float = 2.0
     max_image_bytes: int = _FETCH.max_bytes
+    max_fetch_bytes: int = _FETCH.max_total_bytes
+    fetch_ports: tuple[int, ...] = tuple(sorted(_FETCH.ports))
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # Bytes one decode may hold; 0: a quarter of the memory limit over the workers.
+    max_decode_bytes: int = 0
     max_batch: int = 16
     max_inflight: int = 64
+    # Seconds a request's whole body may take to arrive, before a slot is taken.
+    body_timeout: float = 10.0
     allow_hosts: tuple[str, ...] = field(default_factory=tuple)
     labels: str | None = None
-    # The container's CPU quota, not the node's cores.
-    workers: int = field(default_factory=lambda: min(4, available_cpus()))
+    # The container's CPUs (its quota), not the node's cores.
+    workers: int = field(default_factory=lambda: min(4, cgroup.available_cpus()))
     ready_cache_seconds: float = 1.0
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
 
@@ -56,15 +78,25 @@ class GatewaySettings:
             "fetch_connect_timeout",
             "fetch_read_timeout",
             "fetch_timeout",
+            "dns_threads",
+            "dns_timeout",
             "max_image_bytes",
+            "max_fetch_bytes",
             "max_pixels",
             "max_batch",
             "max_inflight",
+            "body_timeout",
             "workers",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.metrics_port <= 65535 or self.metrics_port == self.port:
+            raise ValueError("metrics_port must be 0 or a port other than port")
+        if not self.fetch_ports or not all(0 < port < 65536 for port in self.fetch_ports):
+            raise ValueError("fetch_ports must list ports between 1 and 65535")
+        if self.max_decode_bytes < 0:
+            raise ValueError("max_decode_bytes must not be negative")
         if self.max_redirects < 0:
             raise ValueError("max_redirects must not be negative")
         if self.preprocessing != "auto" and self.preprocessing not in PREPROCESSINGS:
@@ -80,6 +112,8 @@ class GatewaySettings:
     def fetch_limits(self) -> FetchLimits:
         return FetchLimits(
             max_bytes=self.max_image_bytes,
+            max_total_bytes=self.max_fetch_bytes,
+            ports=frozenset(self.fetch_ports),
             max_redirects=self.max_redirects,
             connect_timeout=self.fetch_connect_timeout,
             read_timeout=self.fetch_read_timeout,
@@ -87,14 +121,41 @@ class GatewaySettings:
         )
 
     @property
+    def decode_budget(self) -> int:
+        """Bytes one image's decode may hold: ``max_decode_bytes``, else a quarter of the
+        memory limit (1 GiB assumed without one) shared by the decode workers."""
+        if self.max_decode_bytes:
+            return self.max_decode_bytes
+        return self.memory // DECODE_MEMORY_SHARE // self.workers
+
+    @property
     def preprocessing_override(self) -> Preprocessing | None:
         value = self.preprocessing
         return None if value == "auto" else value  # type: ignore[return-value]
 
     @property
+    def memory(self) -> int:
+        """The process's memory limit, or the figure assumed without one."""
+        return cgroup.memory_limit() or MEMORY_WITHOUT_LIMIT
+
+    @property
     def max_body_bytes(self) -> int:
-        """The largest request body: a full batch of base64 images plus room for the JSON."""
-        return self.max_batch * (self.max_image_bytes * 4 // 3 + 4096) + MB
+        """The largest ``/predict`` body: one image in base64 plus room for the JSON or
+        multipart framing around it."""
+        return self.max_image_bytes * 4 // 3 + BODY_OVERHEAD
+
+    @property
+    def max_batch_body_bytes(self) -> int:
+        """The largest ``/predict/batch`` body: ``max_batch`` images' worth, at most the
+        bytes all bodies together may hold."""
+        return min(self.max_batch * self.max_body_bytes, self.max_buffered_body_bytes)
+
+    @property
+    def max_buffered_body_bytes(self) -> int:
+        """Request body bytes the gateway holds at once, all requests together: past it
+        a request is refused with 429 (a body is parsed and decoded into about two more
+        copies, so this takes the other quarter of the memory beside the decode budget)."""
+        return self.memory // BODY_MEMORY_SHARE
 
     def load_labels(self) -> tuple[str, ...] | None:
         if self.labels is None:

@@ -19,7 +19,11 @@ import sys
 from pathlib import Path
 
 from clothing.model_server.config import (
+    DEFAULT_MAX_BATCH_ROWS,
+    DEFAULT_MAX_CONCURRENT_REST,
+    DEFAULT_MAX_CONCURRENT_RPCS,
     DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_MODELS,
     BatchingConfig,
     ModelConfig,
     RuntimeConfig,
@@ -73,6 +77,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="largest gRPC message and REST body accepted, in bytes (default 64 MiB)",
     )
     net.add_argument(
+        "--max_batch_rows",
+        type=int,
+        default=DEFAULT_MAX_BATCH_ROWS,
+        help="most rows in one request, checked on the declared shape before anything is "
+        f"allocated; more is INVALID_ARGUMENT / 400 (default {DEFAULT_MAX_BATCH_ROWS})",
+    )
+    net.add_argument(
+        "--max_concurrent_rpcs",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENT_RPCS,
+        help="gRPC calls handled at once; more get RESOURCE_EXHAUSTED at once "
+        f"(default {DEFAULT_MAX_CONCURRENT_RPCS})",
+    )
+    net.add_argument(
+        "--rest_max_concurrent_requests",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENT_REST,
+        help="REST /v1/ requests handled at once (each may decode a JSON body); more get "
+        f"429 with Retry-After at once (default {DEFAULT_MAX_CONCURRENT_REST})",
+    )
+    net.add_argument(
         "--rest_api_cors_origins",
         default="",
         help="origins allowed to call the REST API from a browser, comma separated ('*' for any)",
@@ -111,8 +136,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         models,
         "--allow_config_reload_rpc",
         "let gRPC clients replace the served models with ModelService."
-        "HandleReloadConfigRequest, as TF Serving does (default true; false: PERMISSION_DENIED)",
-        default=True,
+        "HandleReloadConfigRequest (default false: PERMISSION_DENIED; TF Serving has it on, "
+        "but anyone who reaches the gRPC port could then unload the model or load any path)",
+    )
+    models.add_argument(
+        "--allowed_model_roots",
+        default="",
+        help="with --allow_config_reload_rpc: directories, comma separated, that reloaded "
+        "models' base_path must lie under (default: the parent directory of each model "
+        "configured at start)",
+    )
+    models.add_argument(
+        "--max_models",
+        type=int,
+        default=DEFAULT_MAX_MODELS,
+        help=f"most models served at once, from any source (default {DEFAULT_MAX_MODELS})",
     )
     models.add_argument(
         "--model_config_file_poll_wait_seconds",
@@ -255,6 +293,11 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Serve
         model_config_file=Path(args.model_config_file) if args.model_config_file else None,
         config_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
         allow_config_reload_rpc=args.allow_config_reload_rpc,
+        allowed_model_roots=tuple(Path(root) for root in _split(args.allowed_model_roots)),
+        max_models=args.max_models,
+        max_batch_rows=args.max_batch_rows,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        max_concurrent_rest=args.rest_max_concurrent_requests,
     )
 
 

@@ -20,6 +20,17 @@ from clothing.model_server import textproto
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Each served model costs a session, a metric series and a /readyz entry.
+DEFAULT_MAX_MODELS = 16
+# Rows one request may carry: 4x the gateway's largest batch (16) and the largest
+# size the benchmark's in-process ceiling runs (64). The bundled model at 224x224
+# peaks near 485 MB for 64 rows without the arena (docs/reliability.md), inside the
+# pod's 2 GiB with room for the requests beside it.
+DEFAULT_MAX_BATCH_ROWS = 64
+# RPCs handled at once per transport; more get RESOURCE_EXHAUSTED / 429 at once
+# rather than queueing work (and its memory) without bound.
+DEFAULT_MAX_CONCURRENT_RPCS = 128
+DEFAULT_MAX_CONCURRENT_REST = 16
 
 
 @dataclass(frozen=True)
@@ -195,7 +206,17 @@ class ServerConfig:
     model_config_file: Path | None = None
     config_poll_wait_seconds: float = 0.0
     # Whether gRPC clients may replace the served models (HandleReloadConfigRequest).
-    allow_config_reload_rpc: bool = True
+    # TF Serving allows it; here it is off unless the operator turns it on.
+    allow_config_reload_rpc: bool = False
+    # Directories the reload RPC may load models from (empty: the parent directory
+    # of each model configured at start).
+    allowed_model_roots: tuple[Path, ...] = ()
+    # Most models served at once, however they are configured.
+    max_models: int = DEFAULT_MAX_MODELS
+    # Most rows (first dimension) of any input in one request.
+    max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    max_concurrent_rest: int = DEFAULT_MAX_CONCURRENT_REST
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -221,6 +242,26 @@ class ServerConfig:
             raise ValueError("--shutdown_grace_seconds must be >= 0")
         if self.max_message_bytes < 1024:
             raise ValueError("--max_message_bytes must be at least 1024")
+        self._check_limits()
+
+    def _check_limits(self) -> None:
+        for flag, value in (
+            ("--max_models", self.max_models),
+            ("--max_batch_rows", self.max_batch_rows),
+            ("--max_concurrent_rpcs", self.max_concurrent_rpcs),
+            ("--rest_max_concurrent_requests", self.max_concurrent_rest),
+        ):
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1")
+        if len(self.models) > self.max_models:
+            raise ValueError(f"{len(self.models)} models configured, over --max_models")
+
+    @property
+    def model_roots(self) -> tuple[Path, ...]:
+        """Where the reload RPC may load from: the flag's roots, else the parents of
+        the models configured at start (resolved, so ``..`` and links cannot escape)."""
+        roots = self.allowed_model_roots or tuple(m.base_path.parent for m in self.models)
+        return tuple(dict.fromkeys(root.resolve() for root in roots))
 
 
 def _one(message: textproto.Message, name: str, default: object = None) -> object:

@@ -72,6 +72,15 @@ def check_signature_name(name: str) -> str:
     return name
 
 
+def check_rows(name: str, rows: int, max_rows: int) -> None:
+    """Refuse an input with more rows than one request may carry."""
+    if rows > max_rows:
+        raise InvalidArgument(
+            f"input {name} has {rows} rows, over the limit of {max_rows} per request "
+            "(--max_batch_rows); split the batch"
+        )
+
+
 def _shape_matches(spec: TensorSpec, shape: tuple[int, ...]) -> bool:
     if len(spec.shape) != len(shape):
         return False

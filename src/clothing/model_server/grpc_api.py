@@ -20,8 +20,8 @@ from google.protobuf.message import DecodeError
 
 from clothing import tensors
 from clothing.model_server.backend import Signature
-from clothing.model_server.config import ModelConfig
-from clothing.model_server.core import Dataplane, MetadataResult
+from clothing.model_server.config import DEFAULT_MAX_BATCH_ROWS, ModelConfig
+from clothing.model_server.core import Dataplane, MetadataResult, check_rows
 from clothing.model_server.errors import (
     INTERNAL_MESSAGE,
     InvalidArgument,
@@ -168,10 +168,12 @@ class _Base:
         *,
         response_tensor_content: bool,
         max_tensor_bytes: int | None = None,
+        max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
     ) -> None:
         self.dataplane = dataplane
         self.response_tensor_content = response_tensor_content
         self.max_tensor_bytes = max_tensor_bytes
+        self.max_batch_rows = max_batch_rows
 
 
 class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -179,6 +181,9 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         inputs: dict[str, np.ndarray] = {}
         for name, proto in request.inputs.items():
             try:
+                # Both on the declared shape: the one-value shorthand is not expanded yet.
+                if proto.tensor_shape.dim:
+                    check_rows(name, int(proto.tensor_shape.dim[0].size), self.max_batch_rows)
                 size = declared_bytes(proto)
                 if self.max_tensor_bytes is not None and size > self.max_tensor_bytes:
                     raise InvalidArgument(
@@ -290,6 +295,8 @@ def build_server(
     *,
     response_tensor_content: bool,
     max_message_bytes: int,
+    max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+    max_concurrent_rpcs: int | None = None,
     channel_arguments: tuple[tuple[str, int | str], ...] = (),
     reload: Reload | None = None,
 ) -> grpc.aio.Server:
@@ -300,13 +307,19 @@ def build_server(
         ("grpc.so_reuseport", 0),
         *channel_arguments,
     ]
-    server = grpc.aio.server(options=options, interceptors=[_DecodeErrorsAsInvalidArgument()])
+    server = grpc.aio.server(
+        options=options,
+        interceptors=[_DecodeErrorsAsInvalidArgument()],
+        # Past it grpcio answers RESOURCE_EXHAUSTED without running the handler.
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
+    )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(  # type: ignore[no-untyped-call]
         PredictionServicer(
             dataplane,
             response_tensor_content=response_tensor_content,
             # A decoded input may be as large as a message may be, not larger.
             max_tensor_bytes=max_message_bytes,
+            max_batch_rows=max_batch_rows,
         ),
         server,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clothing.model_server.config import ModelConfig, VersionPolicy
-from clothing.model_server.errors import InvalidArgument
+from clothing.model_server.errors import InvalidArgument, PermissionDenied
 from clothing.proto.tensorflow_serving.config import model_server_config_pb2
 from clothing.proto.tensorflow_serving.sources.storage_path import (
     file_system_storage_path_source_pb2 as storage_pb2,
@@ -44,6 +44,24 @@ def models_from_proto(
         )
     except ValueError as error:
         raise InvalidArgument(str(error)) from None
+
+
+def check_allowed(
+    models: tuple[ModelConfig, ...], *, roots: tuple[Path, ...], max_models: int
+) -> None:
+    """Refuse a list over ``max_models`` or loading from outside ``roots`` (resolved)."""
+    if len(models) > max_models:
+        raise InvalidArgument(
+            f"the model_config_list names {len(models)} models, over the limit of "
+            f"{max_models} (--max_models)"
+        )
+    for model in models:
+        path = model.base_path.resolve()
+        if not any(path.is_relative_to(root) for root in roots):
+            raise PermissionDenied(
+                f"model {model.name}: base_path is outside the allowed model roots "
+                "(--allowed_model_roots)"
+            )
 
 
 def _policy(proto: Policy) -> VersionPolicy:

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clothing.model_server import rest_codec
+from clothing.model_server.config import DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_CONCURRENT_REST
 from clothing.model_server.core import DEFAULT_SIGNATURE, Dataplane
 from clothing.model_server.errors import (
     INTERNAL_MESSAGE,
@@ -93,18 +94,21 @@ async def _decode_predict(
     version: str | None,
     label: str | None,
     limit: int,
+    max_rows: int,
 ) -> tuple[rest_codec.RestRequest, int | None, dict[str, np.ndarray]]:
     """Body, version and input arrays of a REST Predict; a refusal here is counted too."""
     signature_name = ""
     try:
         raw = await _read_body(request, limit)
-        parsed = await run_in_threadpool(rest_codec.parse_body, raw)
-        signature_name = parsed.signature_name
         number = _version(version)
         signature = dataplane.metadata(name, version=number, label=label).signatures[
             DEFAULT_SIGNATURE
         ]
-        inputs = await run_in_threadpool(rest_codec.decode_inputs, parsed, signature)
+        # The structure is bounded by what the model can take before anything is decoded.
+        budget = rest_codec.json_budget(signature, max_rows)
+        parsed = await run_in_threadpool(rest_codec.parse_body, raw, budget)
+        signature_name = parsed.signature_name
+        inputs = await run_in_threadpool(rest_codec.decode_inputs, parsed, signature, max_rows)
     except ServingError as error:
         dataplane.count_refused(name, signature_name, "rest", error.code.grpc_name)
         raise
@@ -116,6 +120,8 @@ def build_app(
     state: ServerState,
     *,
     max_message_bytes: int,
+    max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT_REST,
     cors_origins: tuple[str, ...] = (),
     prometheus_path: str | None = None,
 ) -> FastAPI:
@@ -147,17 +153,28 @@ def build_app(
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
 
+    inflight = [0]
+
     @app.middleware("http")
     async def count_inflight(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         if not request.url.path.startswith("/v1/"):
             return await call_next(request)
+        if inflight[0] >= max_concurrent:
+            # Refused before the body is read, as grpcio does past maximum_concurrent_rpcs.
+            return JSONResponse(
+                {"error": f"more than {max_concurrent} REST requests at once; retry"},
+                status_code=429,
+                headers=RETRY_AFTER,
+            )
         gauge = metrics.inflight.labels(transport="rest")
         gauge.inc()
+        inflight[0] += 1
         try:
             return await call_next(request)
         finally:
+            inflight[0] -= 1
             gauge.dec()
 
     @app.get("/healthz")
@@ -218,7 +235,13 @@ def build_app(
         request: Request, name: str, version: str | None, label: str | None
     ) -> Response:
         parsed, number, inputs = await _decode_predict(
-            request, dataplane, name=name, version=version, label=label, limit=max_message_bytes
+            request,
+            dataplane,
+            name=name,
+            version=version,
+            label=label,
+            limit=max_message_bytes,
+            max_rows=max_batch_rows,
         )
         result = await dataplane.predict(
             name,

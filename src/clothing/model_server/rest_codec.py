@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from clothing.model_server.backend import Signature, TensorSpec
+from clothing.model_server.config import DEFAULT_MAX_BATCH_ROWS
+from clothing.model_server.core import check_rows
 from clothing.model_server.errors import InvalidArgument
+
+# For a signature with unknown dimensions past the batch: about 60 MB of empty lists.
+UNSIZED_CONTAINERS = 1 << 20
+UNSIZED_VALUES = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -30,11 +36,58 @@ class RestRequest:
     body: dict[str, Any]
 
 
-def parse_body(raw: bytes) -> RestRequest:
+@dataclass(frozen=True)
+class JsonBudget:
+    """The most lists/objects and values a body may hold before it is decoded."""
+
+    containers: int
+    values: int
+
+
+def json_budget(signature: Signature, max_rows: int) -> JsonBudget:
+    """What ``max_rows`` rows of ``signature``'s inputs take as nested JSON lists.
+
+    Decoding makes a Python object of each value and each list (an empty list
+    is 56 bytes: 64 MiB of ``[],`` would be 1.2 GB), so the counts are bounded by
+    what a legitimate request of the largest allowed batch needs.
+    """
+    containers, values = 0, 0
+    for spec in signature.inputs:
+        row = spec.shape[1:]
+        if any(d is None for d in row):
+            return JsonBudget(UNSIZED_CONTAINERS, UNSIZED_VALUES)
+        dims = [int(d) for d in row if d is not None]
+        lists = 1
+        for size in dims[:-1]:
+            lists = lists * size + 1  # each level's lists, plus the row itself
+        containers += lists + 1  # a named instance's object
+        values += int(np.prod(dims, dtype=np.int64)) + len(dims) + 2
+    slack = 64  # the body's own object, "instances" / "inputs", signature_name
+    return JsonBudget(max_rows * containers + slack, max_rows * values + slack)
+
+
+def check_structure(raw: bytes, budget: JsonBudget) -> None:
+    """Count brackets and commas (a fast scan of the bytes) against ``budget`` before
+    anything is decoded. Brackets or commas inside strings only over-count."""
+    containers = raw.count(b"[") + raw.count(b"{")
+    values = raw.count(b",") + containers
+    if containers > budget.containers or values > budget.values:
+        raise InvalidArgument(
+            f"request body holds more JSON lists or values ({containers} and about "
+            f"{values}) than the largest allowed batch needs ({budget.containers} and "
+            f"{budget.values}); send fewer rows, or b64"
+        )
+
+
+def parse_body(raw: bytes, budget: JsonBudget | None = None) -> RestRequest:
+    if budget is not None:
+        check_structure(raw, budget)
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidArgument(f"request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidArgument("request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidArgument('request body must be a JSON object with "instances" or "inputs"')
     if ("instances" in body) == ("inputs" in body):
@@ -103,7 +156,19 @@ def to_array(value: Any, spec: TensorSpec, *, per_row: bool) -> np.ndarray:
     return array.astype(target)
 
 
-def decode_inputs(request: RestRequest, signature: Signature) -> dict[str, np.ndarray]:
+def decode_inputs(
+    request: RestRequest, signature: Signature, max_rows: int = DEFAULT_MAX_BATCH_ROWS
+) -> dict[str, np.ndarray]:
+    inputs = _decode_inputs(request, signature, max_rows)
+    for name, array in inputs.items():
+        if array.ndim:
+            check_rows(name, array.shape[0], max_rows)
+    return inputs
+
+
+def _decode_inputs(
+    request: RestRequest, signature: Signature, max_rows: int
+) -> dict[str, np.ndarray]:
     specs = {spec.name: spec for spec in signature.inputs}
     if request.columnar:
         inputs = request.body["inputs"]
@@ -121,6 +186,7 @@ def decode_inputs(request: RestRequest, signature: Signature) -> dict[str, np.nd
     instances = request.body["instances"]
     if not isinstance(instances, list) or not instances:
         raise InvalidArgument('"instances" must be a non-empty list')
+    check_rows(", ".join(specs), len(instances), max_rows)
     named = all(isinstance(row, dict) and not _is_b64(row) for row in instances)
     if not named:
         if len(specs) != 1:

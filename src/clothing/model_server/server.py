@@ -27,6 +27,7 @@ from clothing.model_server.config import ModelConfig, ServerConfig, read_model_c
 from clothing.model_server.core import Dataplane
 from clothing.model_server.grpc_api import build_server
 from clothing.model_server.metrics import ServerMetrics
+from clothing.model_server.reload_config import check_allowed
 from clothing.model_server.repository import ModelVersion, Repository
 from clothing.model_server.rest_api import ServerState, build_app
 
@@ -118,8 +119,10 @@ class ModelServer:
             self.dataplane,
             response_tensor_content=self.config.response_tensor_content,
             max_message_bytes=self.config.max_message_bytes,
+            max_batch_rows=self.config.max_batch_rows,
+            max_concurrent_rpcs=self.config.max_concurrent_rpcs,
             channel_arguments=self.config.grpc_channel_arguments,
-            reload=self.apply_models if self.config.allow_config_reload_rpc else None,
+            reload=self.reload_from_rpc if self.config.allow_config_reload_rpc else None,
         )
         self.grpc_port = self._grpc.add_insecure_port(f"{self.config.host}:{self.config.port}")
         await self._grpc.start()
@@ -127,6 +130,8 @@ class ModelServer:
             self.dataplane,
             self.state,
             max_message_bytes=self.config.max_message_bytes,
+            max_batch_rows=self.config.max_batch_rows,
+            max_concurrent=self.config.max_concurrent_rest,
             cors_origins=self.config.cors_origins,
             prometheus_path=self.config.prometheus_path,
         )
@@ -179,12 +184,22 @@ class ModelServer:
                 continue
             if models == current:
                 continue
+            if len(models) > self.config.max_models:
+                log.error(
+                    "kept the current models: %s lists %d, over --max_models", path, len(models)
+                )
+                continue
             log.info("%s changed: now serving %s", path, ", ".join(m.name for m in models))
             try:
                 await self.apply_models(models)
             except Exception:
                 log.exception("applying %s failed", path)
             current = models
+
+    async def reload_from_rpc(self, models: tuple[ModelConfig, ...]) -> list[str]:
+        """``apply_models`` for HandleReloadConfigRequest: within the roots and the count."""
+        check_allowed(models, roots=self.config.model_roots, max_models=self.config.max_models)
+        return await self.apply_models(models)
 
     async def apply_models(self, models: tuple[ModelConfig, ...]) -> list[str]:
         """Serve ``models`` from now on; what keeps any of them from serving, if anything."""
