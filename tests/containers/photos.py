@@ -12,7 +12,7 @@ import onnxruntime
 from PIL import Image
 
 from clothing.gateway.imaging import InputSpec, prepare
-from tests.training.conftest import DATASET, dataset_present
+from tests.environment import dataset_path, dataset_present
 
 from .engine import ROOT
 
@@ -22,7 +22,7 @@ MODEL_DIR = ROOT / "models" / "clothing-model" / "1"
 def sample_photos(per_class: int = 2) -> list[bytes]:
     """Validation photos of every class when the dataset is here, else drawn images."""
     if dataset_present():
-        folders = sorted(p for p in (DATASET / "validation").iterdir() if p.is_dir())
+        folders = sorted(p for p in (dataset_path() / "validation").iterdir() if p.is_dir())
         paths = [path for folder in folders for path in sorted(folder.glob("*.jpg"))[:per_class]]
         return [Path(path).read_bytes() for path in paths]
     rng = np.random.default_rng(5)

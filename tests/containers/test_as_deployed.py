@@ -11,12 +11,16 @@ cases probe are read from the servers' own parsers, so both follow any change th
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import io
+import json
+import math
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from unittest import mock
 
 import grpc
 import httpx
@@ -24,8 +28,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clothing import cgroup
 from clothing.cli import build_parser
 from clothing.gateway.cli import settings_from_args
+from clothing.gateway.imaging import decode_bytes
 from tests.hardening import bombs
 from tests.hardening.helpers import images, png_bytes, predict_request, prediction_stub
 
@@ -146,16 +152,35 @@ def test_containers_run_with_the_manifests_restrictions(
 # --- gateway ---------------------------------------------------------------
 
 
-def gateway_caps() -> tuple[int, int, int, int]:
-    """max_batch, max_image_bytes, max_pixels and the body cap the deployed gateway runs with."""
-    args = deployed("gateway").args
-    settings = settings_from_args(build_parser({"gateway"}).parse_args(["gateway", *args]))
-    return (
-        settings.max_batch,
-        settings.max_image_bytes,
-        settings.max_pixels,
-        settings.max_body_bytes,
-    )
+@dataclass(frozen=True)
+class GatewayCaps:
+    max_batch: int
+    max_image_bytes: int
+    max_pixels: int
+    max_body_bytes: int
+    max_batch_body_bytes: int
+    decode_budget: int
+
+
+def gateway_caps() -> GatewayCaps:
+    """The caps the deployed gateway runs with: its args, under the manifest's limits (the
+    caps follow the container's memory and CPUs), computed by the gateway's own code."""
+    spec = deployed("gateway")
+    with (
+        mock.patch.object(cgroup, "memory_limit", return_value=spec.memory_limit),
+        mock.patch.object(cgroup, "available_cpus", return_value=math.ceil(spec.cpu_limit)),
+    ):
+        # Defaults (the decode workers) are taken when the parser is built: inside too.
+        args = build_parser({"gateway"}).parse_args(["gateway", *spec.args])
+        settings = settings_from_args(args)
+        return GatewayCaps(
+            max_batch=settings.max_batch,
+            max_image_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_pixels,
+            max_body_bytes=settings.max_body_bytes,
+            max_batch_body_bytes=settings.max_batch_body_bytes,
+            decode_budget=settings.decode_budget,
+        )
 
 
 def good_prediction(gateway: Running) -> None:
@@ -168,13 +193,18 @@ def good_prediction(gateway: Running) -> None:
     assert answer.status_code == 200, answer.text
 
 
-def largest_png(max_pixels: int, max_bytes: int) -> bytes:
-    """A real PNG as large in pixels as the cap allows (flat colour, so it stays small)."""
-    side = int(max_pixels**0.5)
+def largest_png(caps: GatewayCaps) -> bytes:
+    """A real RGB PNG as large in pixels as the pixel cap and the decode budget allow (flat
+    colour, so it stays small)."""
+    side = int(caps.max_pixels**0.5)
+    image = Image.new("RGB", (side, side), (120, 30, 200))
+    while decode_bytes(image) > caps.decode_budget:
+        side -= 16
+        image = Image.new("RGB", (side, side), (120, 30, 200))
     buffer = io.BytesIO()
-    Image.new("RGB", (side, side), (120, 30, 200)).save(buffer, "PNG", optimize=True)
+    image.save(buffer, "PNG", optimize=True)
     data = buffer.getvalue()
-    assert len(data) <= max_bytes
+    assert len(data) <= caps.max_image_bytes
     return data
 
 
@@ -224,33 +254,40 @@ def gateway_cases() -> dict[str, Callable[[Running], None]]:
         return case
 
     def announced_body(gateway: Running) -> None:
-        assert send_announced_over_cap(gateway.url(9696), gateway_caps()[3]) == 413
+        assert send_announced_over_cap(gateway.url(9696), gateway_caps().max_body_bytes) == 413
 
     def streamed_body(gateway: Running) -> None:
-        assert stream_over_cap(gateway.url(9696), gateway_caps()[3]) == 413
+        assert stream_over_cap(gateway.url(9696), gateway_caps().max_body_bytes) == 413
 
     def largest_allowed_batch(gateway: Running) -> None:
-        max_batch, max_bytes, max_pixels, _ = gateway_caps()
-        image = base64.b64encode(largest_png(max_pixels, max_bytes)).decode()
+        caps = gateway_caps()
+        image = base64.b64encode(largest_png(caps)).decode()
         answer = httpx.post(
             f"{gateway.url(9696)}/predict/batch",
-            json={"images_b64": [image] * max_batch},
+            json={"images_b64": [image] * caps.max_batch},
             timeout=300,
         )
         assert answer.status_code == 200, answer.text
         results = answer.json()["results"]
-        assert len(results) == max_batch
+        assert len(results) == caps.max_batch
         assert all(result.get("label") for result in results), results
 
     def largest_allowed_body(gateway: Running) -> None:
-        """Every image of a full batch as many bytes as the cap allows (a real PNG, padded
-        after its end, which decoders ignore): the largest body the gateway accepts."""
-        max_batch, max_bytes, _, _ = gateway_caps()
+        """A full batch whose body is as large as the batch route accepts: each image as
+        many bytes as its share allows (a real PNG, padded after its end, which decoders
+        ignore)."""
+        caps = gateway_caps()
+        framing = 64 * caps.max_batch + 1024  # quotes, commas and the JSON key
+        share = min(caps.max_image_bytes, (caps.max_batch_body_bytes - framing) // caps.max_batch)
+        raw = share * 3 // 4  # base64 takes 4 bytes for every 3
         photo = png_bytes()
-        padded = base64.b64encode(photo + b"\0" * (max_bytes - len(photo))).decode()
+        padded = base64.b64encode(photo + b"\0" * (raw - len(photo))).decode()
+        body = json.dumps({"images_b64": [padded] * caps.max_batch}).encode()
+        assert caps.max_batch_body_bytes - framing <= len(body) <= caps.max_batch_body_bytes
         answer = httpx.post(
             f"{gateway.url(9696)}/predict/batch",
-            json={"images_b64": [padded] * max_batch},
+            content=body,
+            headers={"Content-Type": "application/json"},
             timeout=300,
         )
         assert answer.status_code == 200, answer.text
@@ -266,27 +303,8 @@ def gateway_cases() -> dict[str, Callable[[Running], None]]:
 
 GATEWAY_CASES = gateway_cases()
 
-# Cases that today's caps let through to an OOM kill under the manifests' limits (issue 20
-# lowers the caps or makes them follow the limit). strict: once fixed, the mark must go.
-OOM_KILLED_TODAY = {
-    "largest-allowed-body": "OOM-killed today: a full batch of images at the byte cap "
-    "(16 x 10 MiB, a 225 MB body) does not fit the gateway's 512 MiB limit",
-    "grpc-largest-allowed-predict": "OOM-killed today: a Predict just under the 64 MiB "
-    "message cap (445 rows of 224x224) runs as one ONNX Runtime call, past the 2 GiB limit",
-}
 
-
-def cases(names: dict[str, Callable[[Running], None]]) -> list[object]:
-    """Case names for parametrize, each known OOM kill marked as an expected failure."""
-    return [
-        pytest.param(name, marks=pytest.mark.xfail(reason=OOM_KILLED_TODAY[name], strict=True))
-        if name in OOM_KILLED_TODAY
-        else name
-        for name in sorted(names)
-    ]
-
-
-@pytest.mark.parametrize("case", cases(GATEWAY_CASES))
+@pytest.mark.parametrize("case", sorted(GATEWAY_CASES))
 def test_gateway_under_its_limits(case: str, gateway: Running) -> None:
     try:
         GATEWAY_CASES[case](gateway)
@@ -298,9 +316,13 @@ def test_gateway_under_its_limits(case: str, gateway: Running) -> None:
 # --- model server ----------------------------------------------------------
 
 
-def max_message_bytes() -> int:
+def model_server_args() -> argparse.Namespace:
     args = deployed("model-server").args
-    return int(build_parser({"model-server"}).parse_args(["model-server", *args]).max_message_bytes)
+    return build_parser({"model-server"}).parse_args(["model-server", *args])
+
+
+def max_message_bytes() -> int:
+    return int(model_server_args().max_message_bytes)
 
 
 def predict(server: Running, batch: np.ndarray) -> grpc.StatusCode:
@@ -322,10 +344,13 @@ def model_server_cases() -> dict[str, Callable[[Running], None]]:
         assert predict(server, images(rows, size=224)) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
     def largest_allowed_predict(server: Running) -> None:
-        rows = (max_message_bytes() - 64 * 1024) // row
-        code = predict(server, images(rows, size=224))
-        # Served, or refused cleanly as more than this server will run at once.
-        assert code in (grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED), code
+        by_bytes = (max_message_bytes() - 64 * 1024) // row
+        rows = min(by_bytes, int(model_server_args().max_batch_rows))
+        assert predict(server, images(rows, size=224)) == grpc.StatusCode.OK
+
+    def one_row_over_the_row_limit(server: Running) -> None:
+        rows = int(model_server_args().max_batch_rows) + 1
+        assert predict(server, images(rows, size=224)) == grpc.StatusCode.INVALID_ARGUMENT
 
     def rest_body_over_the_limit(server: Running) -> None:
         status = send_announced_over_cap(
@@ -336,6 +361,7 @@ def model_server_cases() -> dict[str, Callable[[Running], None]]:
     return {
         "grpc-over-the-message-limit": over_the_message_limit,
         "grpc-largest-allowed-predict": largest_allowed_predict,
+        "grpc-one-row-over-the-row-limit": one_row_over_the_row_limit,
         "rest-body-over-the-limit": rest_body_over_the_limit,
     }
 
@@ -343,7 +369,7 @@ def model_server_cases() -> dict[str, Callable[[Running], None]]:
 MODEL_SERVER_CASES = model_server_cases()
 
 
-@pytest.mark.parametrize("case", cases(MODEL_SERVER_CASES))
+@pytest.mark.parametrize("case", sorted(MODEL_SERVER_CASES))
 def test_model_server_under_its_limits(case: str, lone_model_server: Running) -> None:
     try:
         MODEL_SERVER_CASES[case](lone_model_server)

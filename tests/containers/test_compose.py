@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.training.conftest import dataset_present
+from tests.environment import dataset_present
 
 from . import engine, stacks
 from .photos import in_process_labels, sample_photos
