@@ -22,11 +22,11 @@ from clothing.benchmarks.interleave import (
 )
 from clothing.benchmarks.loadgen import LoadResult, run_load
 from clothing.benchmarks.machine import describe_machine, timestamp
-from clothing.benchmarks.modelinfo import ModelInfo, load_model_info
 from clothing.benchmarks.paired import run_paired
 from clothing.benchmarks.photos import DEFAULT_DATASET, PhotoSet, make_photo_sets
 from clothing.benchmarks.preprocess import measure_preprocessing
 from clothing.benchmarks.processes import Service
+from clothing.serving_layout import ModelMetadata, read_metadata
 
 
 class Progress(Protocol):
@@ -82,7 +82,7 @@ class Bench:
         self.config = config
         self.progress = progress
         self.rows: list[dict[str, Any]] = []
-        self.info: ModelInfo = load_model_info(config.model_base_path)
+        self.info: ModelMetadata = read_metadata(config.model_base_path)
         self.serving = systems.ServingOptions(
             model_base_path=config.model_base_path.resolve(),
             model_name=config.model_name,
@@ -328,7 +328,7 @@ class Bench:
             "machine": describe_machine(),
             "config": _config_summary(self.config),
             "model": {
-                "path": str(self.info.onnx_path),
+                "path": str(self.info.model_file),
                 "version": self.info.version,
                 "height": self.info.height,
                 "width": self.info.width,

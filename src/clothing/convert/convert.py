@@ -31,6 +31,7 @@ from clothing.serving_layout import (
     METADATA_FILE,
     MODEL_FILE,
     check_writable,
+    declare,
     next_version,
     write_version,
 )
@@ -141,17 +142,16 @@ def metadata(
     inside = options.serving_input == "uint8"
     return {
         "name": options.model_dir.name,
-        "classes": list(options.classes),
-        "input": {
-            "name": model.input_name,
-            "dtype": options.serving_input,
-            "layout": "NHWC",
-            "height": size[0],
-            "width": size[1],
+        **declare(
+            classes=options.classes,
+            input_name=model.input_name,
+            input_dtype=options.serving_input,
+            height=size[0],
+            width=size[1],
             # What a client must do to the pixels: nothing once it is inside the graph.
-            "preprocessing": "none" if inside else options.preprocessing,
-        },
-        "output": {"name": model.output_name},
+            preprocessing="none" if inside else options.preprocessing,
+            output_name=model.output_name,
+        ),
         "conversion": {
             "source": options.source.name,
             "source_format": model.kind,

@@ -20,7 +20,7 @@ import onnx
 import torch
 
 from clothing import __version__
-from clothing.serving_layout import next_version
+from clothing.serving_layout import declare, next_version
 from clothing.training.network import ServingModel, build_network
 
 OPSET = 17
@@ -128,16 +128,15 @@ def metadata(
         metrics["onnx_vs_torch_max_abs_diff"] = parity
     return {
         "name": MODEL_NAME,
-        "classes": checkpoint.classes,
-        "input": {
-            "name": INPUT_NAME,
-            "dtype": "uint8",
-            "layout": "NHWC",
-            "height": size,
-            "width": size,
-            "preprocessing": "none",
-        },
-        "output": {"name": OUTPUT_NAME},
+        **declare(
+            classes=checkpoint.classes,
+            input_name=INPUT_NAME,
+            input_dtype="uint8",
+            height=size,
+            width=size,
+            preprocessing="none",
+            output_name=OUTPUT_NAME,
+        ),
         "training": {
             **checkpoint.training,
             "normalisation": "(x - 127) / 128 inside the graph",

@@ -67,15 +67,15 @@ def _compare(args: argparse.Namespace, model_file: Path, copy_file: Path) -> dic
 def run(args: argparse.Namespace) -> int:
     from onnx.checker import ValidationError
 
+    from clothing.serving_layout import find_model_file
     from clothing.training.data import DatasetError
-    from clothing.training.evaluate import ModelError, resolve_model_file
     from clothing.training.half import to_float16
 
     if args.max_drop < 0 or args.batch_size < 1 or args.threads < 1:
         print("error: --max-drop must be >= 0, --batch-size and --threads >= 1", file=sys.stderr)
         return 2
     try:
-        model_file = resolve_model_file(args.model)
+        model_file = find_model_file(args.model)
         with tempfile.TemporaryDirectory(prefix="fp16-") as scratch:
             staged = stage(
                 to_float16(model_file), model_file, Path(scratch) / version_of(model_file)
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             record_check(staged, model_file, "float16", "float16_check", report)
             written = publish(staged, args.output)
-    except (ModelError, DatasetError, ValidationError, KeyError, OSError, ValueError) as error:
+    except (DatasetError, ValidationError, KeyError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {written}")

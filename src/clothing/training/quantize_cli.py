@@ -110,15 +110,11 @@ def failures(report: dict[str, Any]) -> list[str]:
 
 
 def _calibrate_and_quantize(args: argparse.Namespace, model_file: Path) -> Any:
-    import onnxruntime
-
-    from clothing.training.evaluate import read_model_info
+    from clothing.serving_layout import read_metadata
     from clothing.training.quantize import calibration_photos, to_int8
 
     train, _ = _folders(args.data)
-    session = onnxruntime.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
-    info = read_model_info(model_file, session)
-    del session
+    info = read_metadata(model_file)
     calibration = calibration_photos(
         train,
         input_name=info.input_name,
@@ -144,15 +140,15 @@ def _check_flags(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from onnx.checker import ValidationError
 
+    from clothing.serving_layout import find_model_file
     from clothing.training.data import DatasetError
-    from clothing.training.evaluate import ModelError, resolve_model_file
 
     problem = _check_flags(args)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        model_file = resolve_model_file(args.model)
+        model_file = find_model_file(args.model)
         model, photos = _calibrate_and_quantize(args, model_file)
         with tempfile.TemporaryDirectory(prefix="int8-") as scratch:
             staged = stage(model, model_file, Path(scratch) / version_of(model_file))
@@ -172,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             record_check(staged, model_file, "int8", "int8_check", report)
             written = publish(staged, args.output)
-    except (ModelError, DatasetError, ValidationError, KeyError, OSError, ValueError) as error:
+    except (DatasetError, ValidationError, KeyError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {written}")
