@@ -50,6 +50,13 @@ def next_version(model_dir: Path) -> int:
     return max(versions, default=0) + 1
 
 
+def version_to_write(model_dir: Path, version: int | None, *, overwrite: bool) -> int:
+    """``version``, or the next free one when it is ``None``; refused as :func:`check_writable`."""
+    chosen = next_version(model_dir) if version is None else version
+    check_writable(model_dir, chosen, overwrite=overwrite)
+    return chosen
+
+
 def check_writable(model_dir: Path, version: int, *, overwrite: bool) -> Path:
     """The version folder to write; refuses a non-positive version or an occupied one."""
     if version < 1:
@@ -58,6 +65,22 @@ def check_writable(model_dir: Path, version: int, *, overwrite: bool) -> Path:
     if (target / MODEL_FILE).exists() and not overwrite:
         raise LayoutError(f"{target} already holds a model; pick another --version")
     return target
+
+
+def version_files(
+    model: bytes, classes: Sequence[str], metadata: Mapping[str, Any]
+) -> dict[str, bytes]:
+    """A version folder's files as :func:`write_version` takes them."""
+    return {
+        MODEL_FILE: model,
+        CLASSES_FILE: "".join(f"{name}\n" for name in classes).encode(),
+        METADATA_FILE: metadata_bytes(metadata),
+    }
+
+
+def metadata_bytes(metadata: Mapping[str, Any]) -> bytes:
+    """``metadata.json`` as every writer formats it."""
+    return (json.dumps(metadata, indent=2) + "\n").encode()
 
 
 def write_version(
@@ -115,7 +138,7 @@ def versions_on_disk(base_path: Path) -> dict[int, Path]:
 def newest_version(base_path: Path) -> Path:
     """The highest version folder of ``base_path`` that holds a model file."""
     if not base_path.is_dir():
-        raise LayoutError(f"model base path {base_path} is not a directory")
+        raise LayoutError(f"no {MODEL_FILE} at {base_path}: it is not a directory")
     versions = versions_on_disk(base_path)
     if not versions:
         raise LayoutError(f"no <version>/{MODEL_FILE} under {base_path}")
@@ -124,8 +147,6 @@ def newest_version(base_path: Path) -> Path:
 
 def find_model_file(path: Path) -> Path:
     """A model file itself, a version folder's, or a base path's newest version's."""
-    if not path.exists():
-        raise LayoutError(f"no {MODEL_FILE} at {path}: it does not exist")
     if path.is_file():
         return path
     if (path / MODEL_FILE).is_file():

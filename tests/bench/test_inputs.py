@@ -36,7 +36,7 @@ def test_model_info_without_metadata_reads_the_graph(tmp_path):
 
 
 def test_model_info_errors_are_clear(tmp_path):
-    with pytest.raises(LayoutError, match="does not exist"):
+    with pytest.raises(LayoutError, match="not a directory"):
         read_metadata(tmp_path / "missing")
     with pytest.raises(LayoutError, match=r"no <version>/model\.onnx"):
         read_metadata(tmp_path)

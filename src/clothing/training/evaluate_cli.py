@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from clothing.serving_layout import METADATA_FILE, metadata_bytes
+
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -59,12 +61,12 @@ def labelled_folder(data: Path) -> Path:
 
 
 def record_in_metadata(model_file: Path, metrics: dict[str, object], data: Path) -> Path | None:
-    metadata_file = model_file.parent / "metadata.json"
+    metadata_file = model_file.parent / METADATA_FILE
     if not metadata_file.is_file():
         return None
     info = json.loads(metadata_file.read_text())
     info.setdefault("metrics", {})["evaluation"] = {"data": data.name, **metrics}
-    metadata_file.write_text(json.dumps(info, indent=2) + "\n")
+    metadata_file.write_bytes(metadata_bytes(info))
     return metadata_file
 
 

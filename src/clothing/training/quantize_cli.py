@@ -16,18 +16,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from clothing.training.derived import (
-    accuracy_holds,
-    add_copy_arguments,
-    publish,
-    record_check,
-    stage,
-    version_of,
-)
+from clothing.training.derived import accuracy_holds, add_copy_arguments, publish_if_it_holds
 from clothing.training.quantize import METHODS
 
 DEFAULT_METHOD = "minmax"
@@ -150,26 +142,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         model_file = find_model_file(args.model)
         model, photos = _calibrate_and_quantize(args, model_file)
-        with tempfile.TemporaryDirectory(prefix="int8-") as scratch:
-            staged = stage(model, model_file, Path(scratch) / version_of(model_file))
-            report = _compare(args, model_file, staged)
-            report["calibration"] = {"method": args.method, "photos": photos, "data": "train"}
-            print(
-                f"top-1 accuracy on {report['images']} images: "
-                f"float32 {report['top1_accuracy_float32']:.4f}, "
-                f"int8 {report['top1_accuracy_int8']:.4f}; "
-                f"same top-1 class for {report['top1_agreement']:.2%} of them"
-            )
-            reasons = failures(report)
-            if reasons:
-                for reason in reasons:
-                    print(f"error: {reason}", file=sys.stderr)
-                print("error: the int8 copy does not hold; nothing written", file=sys.stderr)
-                return 1
-            record_check(staged, model_file, "int8", "int8_check", report)
-            written = publish(staged, args.output)
+        calibration = {"method": args.method, "photos": photos, "data": "train"}
+        return publish_if_it_holds(
+            model,
+            model_file,
+            args.output,
+            precision="int8",
+            compare=lambda staged: {
+                **_compare(args, model_file, staged),
+                "calibration": calibration,
+            },
+            failures=failures,
+        )
     except (DatasetError, ValidationError, KeyError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {written}")
-    return 0
