@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import statistics
 import tempfile
@@ -379,8 +380,16 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
 
 
 def _config_summary(config: BenchConfig) -> dict[str, Any]:
+    """The settings as recorded; paths relative to the repository, so no machine's folders."""
     summary = asdict(config)
-    return {key: str(value) if isinstance(value, Path) else value for key, value in summary.items()}
+    return {
+        key: _from_repo_root(value, config.repo_root) if isinstance(value, Path) else value
+        for key, value in summary.items()
+    }
+
+
+def _from_repo_root(path: Path, repo_root: Path) -> str:
+    return os.path.relpath(path, repo_root) if path.is_absolute() else str(path)
 
 
 def run_benchmark(config: BenchConfig, progress_factory: Callable[[int], Any]) -> dict[str, Any]:
