@@ -2,9 +2,13 @@
 
 ``metadata.json`` says what the gateway needs to feed the model (input name,
 dtype, size, preprocessing; output name; class names); ``classes.txt`` holds
-the class names for tools that read only it. Light on purpose: every extra may
-import it (the preprocessing names are checked against the gateway's, imported
-only when a version is read).
+the class names for tools that read only it. Everything that writes a version
+(export, convert, the reduced-precision copies) or reads one back (the model
+server, evaluation, the benchmark) goes through this module: writing a version
+all at once, finding the newest one, and ``metadata.json``'s schema
+(:class:`ModelMetadata`, :func:`declare`). Light on purpose: every extra may
+import it; the preprocessing names and scaling are the gateway's
+(:mod:`clothing.gateway.imaging`), imported only when a version is read.
 """
 
 from __future__ import annotations
@@ -73,9 +77,14 @@ def version_files(
     """A version folder's files as :func:`write_version` takes them."""
     return {
         MODEL_FILE: model,
-        CLASSES_FILE: "".join(f"{name}\n" for name in classes).encode(),
+        CLASSES_FILE: classes_bytes(classes),
         METADATA_FILE: metadata_bytes(metadata),
     }
+
+
+def classes_bytes(classes: Sequence[str]) -> bytes:
+    """``classes.txt``: one name a line, in output order."""
+    return "".join(f"{name}\n" for name in classes).encode()
 
 
 def metadata_bytes(metadata: Mapping[str, Any]) -> bytes:
