@@ -79,16 +79,6 @@ class _Counters:
     latencies: list[float] = field(default_factory=list)
 
 
-async def timed_send(send: Send, index: int) -> tuple[float, str | None]:
-    """Seconds taken by ``send(index)`` and its error, if it failed."""
-    began = time.perf_counter()
-    try:
-        await send(index)
-    except Exception as error:  # every failure counts, whatever the client raised
-        return time.perf_counter() - began, f"{type(error).__name__}: {error}"[:500]
-    return time.perf_counter() - began, None
-
-
 async def run_load(
     send: Send,
     *,
@@ -147,13 +137,15 @@ async def _drive(
                 return
             index = counters.next_index
             counters.next_index += 1
-            seconds, error = await timed_send(send, index)
-            if error is None:
-                counters.latencies.append(seconds)
-            else:
+            began = time.perf_counter()
+            try:
+                await send(index)
+            except Exception as error:  # every failure counts, whatever the client raised
                 counters.errors += 1
                 if counters.first_error is None:
-                    counters.first_error = error
+                    counters.first_error = f"{type(error).__name__}: {error}"[:500]
+            else:
+                counters.latencies.append(time.perf_counter() - began)
             if on_request is not None:
                 on_request()
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from clothing.benchmarks.loadgen import LoadResult, Send, timed_send
+from clothing.benchmarks.loadgen import LoadResult
+
+Send = Callable[[int], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,16 @@ class PairedResult:
     def median_difference_ms(self) -> float:
         """Median over pairs of (first − second) latency, in milliseconds."""
         return statistics.median(self.differences_ms) if self.differences_ms else float("nan")
+
+
+async def _timed(send: Send, index: int) -> tuple[float, str | None]:
+    """Seconds taken by ``send(index)`` and its error, if it failed."""
+    began = time.perf_counter()
+    try:
+        await send(index)
+    except Exception as error:  # every failure counts, whatever the client raised
+        return time.perf_counter() - began, f"{type(error).__name__}: {error}"[:500]
+    return time.perf_counter() - began, None
 
 
 async def run_paired(
@@ -55,8 +68,8 @@ async def run_paired(
     if duration_s is not None and duration_s <= 0:
         raise ValueError("duration_s must be positive")
     for index in range(warmup):
-        await timed_send(first, index)
-        await timed_send(second, index)
+        await _timed(first, index)
+        await _timed(second, index)
     latencies: tuple[list[float], list[float]] = ([], [])
     errors = [0, 0]
     busy_s = [0.0, 0.0]
@@ -69,7 +82,7 @@ async def run_paired(
         order = (0, 1) if index % 2 == 0 else (1, 0)
         taken: list[float | None] = [None, None]
         for side in order:
-            seconds, error = await timed_send((first, second)[side], index)
+            seconds, error = await _timed((first, second)[side], index)
             busy_s[side] += seconds
             if error is None:
                 taken[side] = seconds
