@@ -51,7 +51,6 @@ protos-check: install
 test: lint typecheck protos-check
 	CLOTHING_DATA=$(DATA) $(BIN)/pytest
 
-# Re-pin every dependency of every extra (needs the package registries).
 # The full benchmark: every system side by side on loopback. BENCH_ARGS passes options,
 # e.g. the documented run: make bench BENCH_ARGS="--concurrency 1,4,8,16,32,64 --duration 9 --rounds 2"
 BENCH_ARGS ?=
@@ -83,16 +82,20 @@ export: install
 		--model-dir models/clothing-model --version 1 --overwrite --no-flip-average \
 		--check-data $(DATA)/validation
 
+# The confusion matrix the model card shows is kept beside the model; export replaces
+# the version folder whole, so it is copied back here.
 evaluate: install
 	$(BIN)/clothing evaluate --data $(DATA) --model models/clothing-model \
 		--output runs/eval --latency --update-metadata
+	cp runs/eval/confusion_matrix.png models/clothing-model/1/
 
 # The int8 copy for CPUs (what `make run` serves), written only if accuracy holds.
 quantize: install
 	$(BIN)/clothing quantize --model models/clothing-model --data $(DATA) \
 		--output models/clothing-model-int8
 
-# A fresh virtualenv with every extra, frozen: the exact set CI and images install.
+# Re-pin every dependency of every extra (needs the package registries): a fresh
+# virtualenv with every extra, frozen: the exact set CI and images install.
 lock:
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv

@@ -20,7 +20,6 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 
 from clothing.benchmarks.devices import DEVICE_PROVIDERS, DEVICES
-from clothing.benchmarks.modelinfo import load_model_info
 from clothing.benchmarks.plain import (
     BadImageError,
     class_answer,
@@ -28,11 +27,12 @@ from clothing.benchmarks.plain import (
     plain_decode,
     plain_fetch,
 )
+from clothing.serving_layout import read_metadata
 
 
 def create_app(model_base_path: Path, providers: list[str]) -> FastAPI:
-    info = load_model_info(model_base_path)
-    session = onnxruntime.InferenceSession(str(info.onnx_path), providers=providers)
+    info = read_metadata(model_base_path)
+    session = onnxruntime.InferenceSession(str(info.model_file), providers=providers)
     app = FastAPI(title="clothing baseline")
 
     @app.get("/healthz")

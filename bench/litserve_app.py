@@ -21,7 +21,6 @@ import numpy as np
 from fastapi import HTTPException
 
 from clothing.benchmarks.devices import DEVICE_PROVIDERS, DEVICES
-from clothing.benchmarks.modelinfo import ModelInfo, load_model_info
 from clothing.benchmarks.plain import (
     BadImageError,
     class_answer,
@@ -29,6 +28,7 @@ from clothing.benchmarks.plain import (
     plain_decode,
     plain_fetch,
 )
+from clothing.serving_layout import ModelMetadata, read_metadata
 
 
 class ClothingAPI(ls.LitAPI):
@@ -37,16 +37,16 @@ class ClothingAPI(ls.LitAPI):
         self.model_base_path = model_base_path
         self.threads = threads
         self.device_name = device
-        self.info: ModelInfo | None = None
+        self.info: ModelMetadata | None = None
 
     def setup(self, device: Any) -> None:
         import onnxruntime
 
-        self.info = load_model_info(self.model_base_path)
+        self.info = read_metadata(self.model_base_path)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         self.session = onnxruntime.InferenceSession(
-            str(self.info.onnx_path), options, providers=list(DEVICE_PROVIDERS[self.device_name])
+            str(self.info.model_file), options, providers=list(DEVICE_PROVIDERS[self.device_name])
         )
 
     # No annotation on `request`: LitServe then hands over the parsed JSON body.

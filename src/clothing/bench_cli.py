@@ -171,11 +171,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from clothing.benchmarks.devices import providers_for
-    from clothing.benchmarks.modelinfo import ModelInfoError
     from clothing.benchmarks.processes import ServiceError
     from clothing.benchmarks.report import write_results
     from clothing.benchmarks.runner import run_benchmark
     from clothing.benchmarks.summary import print_summary
+    from clothing.serving_layout import LayoutError
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
             config,
             lambda total: tqdm(total=total, unit="cell", disable=args.no_progress, file=sys.stderr),
         )
-    except (ValueError, FileNotFoundError, ModelInfoError, RuntimeError, ServiceError) as error:
+    except (ValueError, FileNotFoundError, LayoutError, RuntimeError, ServiceError) as error:
         print(f"clothing bench: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

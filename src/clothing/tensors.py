@@ -50,9 +50,6 @@ _DTYPES: dict[int, _DType] = {
     types_pb2.DT_UINT64: _DType(np.dtype("<u8"), "uint64_val"),
     types_pb2.DT_BOOL: _DType(np.dtype("?"), "bool_val"),
 }
-_BY_NUMPY: dict[np.dtype[np.generic], int] = {
-    spec.numpy.newbyteorder("="): code for code, spec in _DTYPES.items()
-}
 _NAMES_BY_NUMPY = {
     "float32": types_pb2.DT_FLOAT,
     "float64": types_pb2.DT_DOUBLE,

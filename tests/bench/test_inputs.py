@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clothing.benchmarks.modelinfo import ModelInfoError, load_model_info
 from clothing.benchmarks.photos import make_photo_sets
 from clothing.benchmarks.plain import BadImageError, image_bytes_from_body, plain_decode
+from clothing.serving_layout import LayoutError, read_metadata
 from tests.fixtures import CLASSES, build_test_model
 
 
@@ -22,7 +22,7 @@ def test_model_info_reads_newest_version(tmp_path):
     build_test_model(tmp_path / "1", height=16, width=16)
     build_test_model(tmp_path / "3", height=24, width=40)
     (tmp_path / "10").mkdir()  # a version folder with no model is skipped
-    info = load_model_info(tmp_path)
+    info = read_metadata(tmp_path)
     assert (info.version, info.height, info.width) == (3, 24, 40)
     assert info.classes == CLASSES
     assert (info.input_name, info.output_name) == ("image", "probabilities")
@@ -31,26 +31,26 @@ def test_model_info_reads_newest_version(tmp_path):
 def test_model_info_without_metadata_reads_the_graph(tmp_path):
     build_test_model(tmp_path / "1", height=20, width=28, metadata=False)
     (tmp_path / "1" / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    info = load_model_info(tmp_path)
+    info = read_metadata(tmp_path)
     assert (info.height, info.width, info.classes) == (20, 28, CLASSES)
 
 
 def test_model_info_errors_are_clear(tmp_path):
-    with pytest.raises(ModelInfoError, match="not a directory"):
-        load_model_info(tmp_path / "missing")
-    with pytest.raises(ModelInfoError, match=r"no <version>/model\.onnx"):
-        load_model_info(tmp_path)
+    with pytest.raises(LayoutError, match="not a directory"):
+        read_metadata(tmp_path / "missing")
+    with pytest.raises(LayoutError, match=r"no <version>/model\.onnx"):
+        read_metadata(tmp_path)
     build_test_model(tmp_path / "1")
     metadata = json.loads((tmp_path / "1" / "metadata.json").read_text())
     metadata["input"]["preprocessing"] = "sepia"
     (tmp_path / "1" / "metadata.json").write_text(json.dumps(metadata))
-    with pytest.raises(ModelInfoError, match="sepia"):
-        load_model_info(tmp_path)
+    with pytest.raises(LayoutError, match="sepia"):
+        read_metadata(tmp_path)
 
 
 def test_preprocessing_modes_scale_pixels(tmp_path):
     build_test_model(tmp_path / "1")
-    info = load_model_info(tmp_path)
+    info = read_metadata(tmp_path)
     pixels = np.array([[[[0, 255, 127]]]], dtype=np.uint8)
     assert info.to_model_input(pixels) is pixels
     xception = info.__class__(**{**info.__dict__, "preprocessing": "xception"})

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from clothing.benchmarks.modelinfo import ModelInfo
+from clothing.serving_layout import ModelMetadata
 
 CEILING_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
@@ -34,21 +34,21 @@ class Ceiling:
         return self.per_batch[self.best_batch]
 
 
-def sample_pixels(info: ModelInfo, count: int, seed: int = 0) -> np.ndarray:
+def sample_pixels(info: ModelMetadata, count: int, seed: int = 0) -> np.ndarray:
     """``count`` seeded uint8 images of the model's size, ``[count, H, W, 3]``."""
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=(count, info.height, info.width, 3), dtype=np.uint8)
 
 
-def new_session(info: ModelInfo, providers: Sequence[str]) -> Any:
+def new_session(info: ModelMetadata, providers: Sequence[str]) -> Any:
     import onnxruntime
 
-    return onnxruntime.InferenceSession(str(info.onnx_path), providers=list(providers))
+    return onnxruntime.InferenceSession(str(info.model_file), providers=list(providers))
 
 
 def measure_ceiling(
     session: Any,
-    info: ModelInfo,
+    info: ModelMetadata,
     *,
     batch_sizes: Sequence[int] = CEILING_BATCH_SIZES,
     seconds_per_size: float = 2.0,
@@ -68,7 +68,7 @@ def measure_ceiling(
     return Ceiling(per_batch)
 
 
-def measure_bare_run(session: Any, info: ModelInfo, *, runs: int = 50) -> list[float]:
+def measure_bare_run(session: Any, info: ModelMetadata, *, runs: int = 50) -> list[float]:
     """Latencies (seconds) of ``session.run`` on one image, after a warm-up."""
     feed = {info.input_name: info.to_model_input(sample_pixels(info, 1))}
     for _ in range(3):
@@ -84,7 +84,7 @@ def measure_bare_run(session: Any, info: ModelInfo, *, runs: int = 50) -> list[f
 class GrpcPredictor:
     """Sends one image per ``Predict`` call to a model server, uint8 via tensor_content."""
 
-    def __init__(self, address: str, model_name: str, info: ModelInfo, images: int = 8) -> None:
+    def __init__(self, address: str, model_name: str, info: ModelMetadata, images: int = 8) -> None:
         import grpc
 
         from clothing.proto.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc

@@ -11,9 +11,9 @@ import base64
 import json
 from typing import Any
 
-from clothing.benchmarks.modelinfo import ModelInfo
 from clothing.benchmarks.photos import PhotoSet
 from clothing.benchmarks.preprocess import gateway_input_spec
+from clothing.serving_layout import ModelMetadata
 
 PAYLOADS = ("b64", "url")
 _JSON = {"content-type": "application/json"}
@@ -68,7 +68,9 @@ class DirectClassifier:
     (HTTP, JSON, base64, scheduling) on top of decoding and the model server.
     """
 
-    def __init__(self, address: str, model_name: str, info: ModelInfo, photos: PhotoSet) -> None:
+    def __init__(
+        self, address: str, model_name: str, info: ModelMetadata, photos: PhotoSet
+    ) -> None:
         import grpc
 
         from clothing.proto.tensorflow_serving.apis import prediction_service_pb2_grpc

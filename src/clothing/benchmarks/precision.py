@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from clothing.benchmarks.level1 import sample_pixels
-from clothing.benchmarks.modelinfo import ModelInfo, load_model_info
+from clothing.serving_layout import ModelMetadata, read_metadata
 
 
 @dataclass(frozen=True)
@@ -57,18 +57,18 @@ class PrecisionCell:
         }
 
 
-def _session(info: ModelInfo, threads: int) -> Any:
+def _session(info: ModelMetadata, threads: int) -> Any:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     return onnxruntime.InferenceSession(
-        str(info.onnx_path), options, providers=["CPUExecutionProvider"]
+        str(info.model_file), options, providers=["CPUExecutionProvider"]
     )
 
 
-def _block(session: Any, info: ModelInfo, feed: np.ndarray, seconds: float) -> float:
+def _block(session: Any, info: ModelMetadata, feed: np.ndarray, seconds: float) -> float:
     """Images/s of back-to-back runs for about ``seconds`` (at least two runs)."""
     inputs = {info.input_name: feed}
     runs = 0
@@ -89,7 +89,7 @@ def compare(
     seconds: float = 1.0,
 ) -> list[PrecisionCell]:
     """Every threads x batch-size cell, each copy measured in ``rounds`` alternating blocks."""
-    copies = (load_model_info(baseline), load_model_info(candidate))
+    copies = (read_metadata(baseline), read_metadata(candidate))
     if (copies[0].height, copies[0].width) != (copies[1].height, copies[1].width):
         raise ValueError("the two models take different image sizes")
     cells = []

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from clothing.benchmarks.modelinfo import ModelInfo
 from clothing.benchmarks.photos import PhotoSet
 from clothing.benchmarks.plain import plain_decode
+from clothing.serving_layout import ModelMetadata
 
 
 def _median_ms(decode: Callable[[bytes], np.ndarray], photos: list[bytes], rounds: int) -> float:
@@ -31,19 +31,17 @@ def _median_ms(decode: Callable[[bytes], np.ndarray], photos: list[bytes], round
     return statistics.median(timings) * 1000.0
 
 
-def gateway_input_spec(info: ModelInfo) -> Any:
+def gateway_input_spec(info: ModelMetadata) -> Any:
     """The gateway's ``InputSpec`` for this model (imported late: the gateway is optional)."""
     from clothing.gateway.imaging import InputSpec
 
     if info.preprocessing == "none":
         return InputSpec(info.input_name, info.height, info.width, "uint8", "none")
-    if info.preprocessing == "xception":
-        return InputSpec(info.input_name, info.height, info.width, "float32", "xception")
-    return InputSpec(info.input_name, info.height, info.width, "float32", "imagenet")
+    return InputSpec(info.input_name, info.height, info.width, "float32", info.preprocessing)
 
 
 def measure_preprocessing(
-    info: ModelInfo, photos: PhotoSet, *, rounds: int = 3
+    info: ModelMetadata, photos: PhotoSet, *, rounds: int = 3
 ) -> dict[str, float]:
     """Median ms per image for both paths on ``photos``, and the speed-up."""
     from clothing.gateway.imaging import prepare

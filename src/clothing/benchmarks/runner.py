@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import statistics
 import tempfile
@@ -12,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from clothing.benchmarks import level1, level2, systems, targets
+from clothing.benchmarks import level1, level2, targets
 from clothing.benchmarks.devices import providers_for
 from clothing.benchmarks.interleave import (
     Contender,
@@ -22,11 +23,24 @@ from clothing.benchmarks.interleave import (
 )
 from clothing.benchmarks.loadgen import LoadResult, run_load
 from clothing.benchmarks.machine import describe_machine, timestamp
-from clothing.benchmarks.modelinfo import ModelInfo, load_model_info
 from clothing.benchmarks.paired import run_paired
 from clothing.benchmarks.photos import DEFAULT_DATASET, PhotoSet, make_photo_sets
 from clothing.benchmarks.preprocess import measure_preprocessing
 from clothing.benchmarks.processes import Service
+from clothing.benchmarks.systems import (
+    ALL_SYSTEMS,
+    FRAMEWORK,
+    LEVEL1_SYSTEMS,
+    LEVEL2_SYSTEMS,
+    HttpEndpoint,
+    ModelServerEndpoint,
+    ServingOptions,
+    gateway,
+    image_server,
+    model_server,
+    python_app,
+)
+from clothing.serving_layout import ModelMetadata, read_metadata
 
 
 class Progress(Protocol):
@@ -52,7 +66,7 @@ class BenchConfig:
     levels: tuple[int, ...] = (1, 2)
     sizes: tuple[str, ...] = ("dataset", "phone")
     payloads: tuple[str, ...] = level2.PAYLOADS
-    systems: tuple[str, ...] = systems.ALL_SYSTEMS
+    systems: tuple[str, ...] = ALL_SYSTEMS
     device: str = "cpu"
     photos: int = 24
     dataset: Path = DEFAULT_DATASET
@@ -65,8 +79,8 @@ class BenchConfig:
 
     def cells(self) -> int:
         """How many (system, size, payload, concurrency) measurements the run makes."""
-        per_level1 = sum(name in systems.LEVEL1_SYSTEMS for name in self.systems)
-        per_level2 = sum(name in systems.LEVEL2_SYSTEMS for name in self.systems)
+        per_level1 = sum(name in LEVEL1_SYSTEMS for name in self.systems)
+        per_level2 = sum(name in LEVEL2_SYSTEMS for name in self.systems)
         count = 0
         if 1 in self.levels:
             count += per_level1 * len(self.concurrency)
@@ -82,8 +96,8 @@ class Bench:
         self.config = config
         self.progress = progress
         self.rows: list[dict[str, Any]] = []
-        self.info: ModelInfo = load_model_info(config.model_base_path)
-        self.serving = systems.ServingOptions(
+        self.info: ModelMetadata = read_metadata(config.model_base_path)
+        self.serving = ServingOptions(
             model_base_path=config.model_base_path.resolve(),
             model_name=config.model_name,
             device=config.device,
@@ -96,7 +110,7 @@ class Bench:
             {"level": level, "system": system, "size": size, "payload": payload} | result.summary()
         )
 
-    async def level1(self) -> dict[str, Any]:
+    async def measure_level1(self) -> dict[str, Any]:
         session = level1.new_session(self.info, providers_for(self.config.device))
         ceiling = level1.measure_ceiling(
             session,
@@ -108,10 +122,10 @@ class Bench:
         bare_p50 = statistics.median(bare) * 1000.0
         c1_over_bare: dict[str, float] = {}
         for system in self.config.systems:
-            if system not in systems.LEVEL1_SYSTEMS:
+            if system not in LEVEL1_SYSTEMS:
                 continue
             batching = system == "model-server+batching"
-            with systems.model_server(self.serving, batching=batching) as endpoint:
+            with model_server(self.serving, batching=batching) as endpoint:
                 client = level1.GrpcPredictor(
                     endpoint.grpc_address, self.config.model_name, self.info
                 )
@@ -208,7 +222,7 @@ class Bench:
 
     async def _interleaved_cells(
         self,
-        endpoints: dict[str, systems.HttpEndpoint],
+        endpoints: dict[str, HttpEndpoint],
         pausable: dict[str, tuple[Service, ...]],
         photo_sets: dict[str, PhotoSet],
         image_base: str,
@@ -244,7 +258,7 @@ class Bench:
 
     async def _overhead(
         self,
-        endpoint: systems.ModelServerEndpoint,
+        endpoint: ModelServerEndpoint,
         gateway_url: str,
         photo_sets: dict[str, PhotoSet],
     ) -> dict[str, Any]:
@@ -281,7 +295,7 @@ class Bench:
             }
         return overhead
 
-    async def level2(self, workdir: Path) -> dict[str, Any]:
+    async def measure_level2(self, workdir: Path) -> dict[str, Any]:
         photo_sets = make_photo_sets(
             workdir, self.config.sizes, count=self.config.photos, dataset=self.config.dataset
         )
@@ -302,18 +316,18 @@ class Bench:
             },
         }
         first = next(iter(photo_sets.values())).names[0]
-        wanted = [name for name in self.config.systems if name in systems.LEVEL2_SYSTEMS]
-        with systems.image_server(workdir, first) as image_base, contextlib.ExitStack() as stack:
-            endpoints: dict[str, systems.HttpEndpoint] = {}
+        wanted = [name for name in self.config.systems if name in LEVEL2_SYSTEMS]
+        with image_server(workdir, first) as image_base, contextlib.ExitStack() as stack:
+            endpoints: dict[str, HttpEndpoint] = {}
             pausable: dict[str, tuple[Service, ...]] = {}
-            server: systems.ModelServerEndpoint | None = None
+            server: ModelServerEndpoint | None = None
             for name in wanted:
                 if name == "ours":
-                    server = stack.enter_context(systems.model_server(self.serving, batching=True))
-                    endpoints[name] = stack.enter_context(systems.gateway(self.serving, server))
+                    server = stack.enter_context(model_server(self.serving, batching=True))
+                    endpoints[name] = stack.enter_context(gateway(self.serving, server))
                     pausable[name] = (endpoints[name].service, server.service)
                 else:
-                    endpoints[name] = stack.enter_context(systems.python_app(self.serving, name))
+                    endpoints[name] = stack.enter_context(python_app(self.serving, name))
                     pausable[name] = (endpoints[name].service,)
             await self._interleaved_cells(endpoints, pausable, photo_sets, image_base)
             if server is not None and "b64" in self.config.payloads:
@@ -328,7 +342,7 @@ class Bench:
             "machine": describe_machine(),
             "config": _config_summary(self.config),
             "model": {
-                "path": str(self.info.onnx_path),
+                "path": str(self.info.model_file),
                 "version": self.info.version,
                 "height": self.info.height,
                 "width": self.info.width,
@@ -337,10 +351,10 @@ class Bench:
             },
         }
         if 1 in self.config.levels:
-            results["level1"] = await self.level1()
+            results["level1"] = await self.measure_level1()
         if 2 in self.config.levels:
             with tempfile.TemporaryDirectory(prefix="bench-photos-") as workdir:
-                results |= await self.level2(Path(workdir))
+                results |= await self.measure_level2(Path(workdir))
         add_ratios(self.rows)
         results["rows"] = self.rows
         results["targets"] = targets.judge(results)
@@ -356,7 +370,7 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
         if row["level"] != 2 or row["system"] != "ours":
             continue
         key = (row["size"], row["payload"], row["concurrency"])
-        for other, column in (("baseline", "vs_baseline"), (systems.FRAMEWORK, "vs_framework")):
+        for other, column in (("baseline", "vs_baseline"), (FRAMEWORK, "vs_framework")):
             theirs = index.get((other, *key))
             if theirs and theirs["images_per_s"]:
                 row[column] = round(row["images_per_s"] / theirs["images_per_s"], 3)
@@ -366,8 +380,16 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
 
 
 def _config_summary(config: BenchConfig) -> dict[str, Any]:
+    """The settings as recorded; paths relative to the repository, so no machine's folders."""
     summary = asdict(config)
-    return {key: str(value) if isinstance(value, Path) else value for key, value in summary.items()}
+    return {
+        key: _from_repo_root(value, config.repo_root) if isinstance(value, Path) else value
+        for key, value in summary.items()
+    }
+
+
+def _from_repo_root(path: Path, repo_root: Path) -> str:
+    return os.path.relpath(path, repo_root) if path.is_absolute() else str(path)
 
 
 def run_benchmark(config: BenchConfig, progress_factory: Callable[[int], Any]) -> dict[str, Any]:

@@ -41,8 +41,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clothing.benchmarks.modelinfo import ModelInfoError
     from clothing.benchmarks.precision import compare, format_table
+    from clothing.serving_layout import LayoutError
 
     if args.rounds < 1 or args.seconds <= 0:
         print("error: --rounds must be >= 1 and --seconds > 0", file=sys.stderr)
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             rounds=args.rounds,
             seconds=args.seconds,
         )
-    except (ModelInfoError, ValueError, OSError) as error:
+    except (LayoutError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     names = (args.baseline.name, args.candidate.name)

@@ -7,6 +7,7 @@ Every system listens on 127.0.0.1 only, on free ephemeral ports, and is stopped
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +147,7 @@ def python_app(options: ServingOptions, system: str) -> Iterator[HttpEndpoint]:
         system,
         command,
         ready_url=f"{base}{health}",
-        env={"PYTHONPATH": str(options.repo_root)},
+        env={"PYTHONPATH": _with_repo_root(options.repo_root)},
         cwd=options.repo_root,
         ready_timeout=options.ready_timeout,
     ) as service:
@@ -168,3 +169,9 @@ def check_systems(names: Sequence[str]) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown system(s) {unknown}; choose from {', '.join(ALL_SYSTEMS)}")
     return tuple(names)
+
+
+def _with_repo_root(repo_root: Path) -> str:
+    """PYTHONPATH with the repository first (the apps under bench/), keeping the caller's."""
+    inherited = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([str(repo_root), *([inherited] if inherited else [])])

@@ -26,25 +26,19 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from clothing.gateway.imaging import PREPROCESSINGS
+from clothing.version_flags import add_version_arguments
+
 if TYPE_CHECKING:
     from clothing.convert.convert import Result
-
-PREPROCESSING_CHOICES = ("xception", "imagenet", "none")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=Path, help="Keras .h5 or .keras file, or a SavedModel folder")
-    parser.add_argument(
-        "--model-dir",
-        type=Path,
-        required=True,
-        help="model base path to write into (its name becomes the model's name)",
-    )
-    parser.add_argument(
-        "--version", type=int, default=None, help="version folder to write (default: next free)"
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing model in that version"
+    add_version_arguments(
+        parser,
+        model_dir=None,
+        model_dir_help="model base path to write into (its name becomes the model's name)",
     )
     parser.add_argument(
         "--classes",
@@ -53,7 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--preprocessing",
-        choices=PREPROCESSING_CHOICES,
+        choices=PREPROCESSINGS,
         required=True,
         help="how pixels were scaled for this model (the notes' Xception: xception)",
     )

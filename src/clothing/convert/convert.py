@@ -10,7 +10,6 @@ once). Anything that fails writes nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +25,7 @@ from clothing.gateway.imaging import (
     scale_pixels,
     to_model_row,
 )
-from clothing.serving_layout import (
-    CLASSES_FILE,
-    METADATA_FILE,
-    MODEL_FILE,
-    check_writable,
-    next_version,
-    write_version,
-)
+from clothing.serving_layout import declare, version_files, version_to_write, write_version
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -83,8 +75,7 @@ def convert(options: Options) -> Result:
     from clothing.convert import graph, source
 
     source.sniff(options.source)  # a file that is not a model is refused before TF loads
-    version = next_version(options.model_dir) if options.version is None else options.version
-    check_writable(options.model_dir, version, overwrite=options.overwrite)
+    version = version_to_write(options.model_dir, options.version, overwrite=options.overwrite)
     photos, checked_on = check_photos(options.check_data)
     model = source.load(options.source)
     height, width = image_size(model, options.image_size)
@@ -125,11 +116,7 @@ def convert(options: Options) -> Result:
             **source.versions(),
         },
     )
-    files = {
-        MODEL_FILE: model_bytes,
-        CLASSES_FILE: "".join(f"{name}\n" for name in options.classes).encode(),
-        METADATA_FILE: (json.dumps(info, indent=2) + "\n").encode(),
-    }
+    files = version_files(model_bytes, options.classes, info)
     directory = write_version(options.model_dir, version, files, overwrite=options.overwrite)
     return Result(directory, parity, checked_on, info)
 
@@ -141,17 +128,16 @@ def metadata(
     inside = options.serving_input == "uint8"
     return {
         "name": options.model_dir.name,
-        "classes": list(options.classes),
-        "input": {
-            "name": model.input_name,
-            "dtype": options.serving_input,
-            "layout": "NHWC",
-            "height": size[0],
-            "width": size[1],
+        **declare(
+            classes=options.classes,
+            input_name=model.input_name,
+            input_dtype=options.serving_input,
+            height=size[0],
+            width=size[1],
             # What a client must do to the pixels: nothing once it is inside the graph.
-            "preprocessing": "none" if inside else options.preprocessing,
-        },
-        "output": {"name": model.output_name},
+            preprocessing="none" if inside else options.preprocessing,
+            output_name=model.output_name,
+        ),
         "conversion": {
             "source": options.source.name,
             "source_format": model.kind,

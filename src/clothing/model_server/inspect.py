@@ -22,8 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_files(path: Path, all_versions: bool) -> list[tuple[int | None, Path]]:
-    from clothing.model_server.repository import versions_on_disk
-    from clothing.serving_layout import MODEL_FILE
+    from clothing.serving_layout import MODEL_FILE, versions_on_disk
 
     if path.is_file():
         return [(None, path)]
@@ -44,7 +43,7 @@ def render(model_path: Path) -> str:
     from clothing.model_server.backend import OnnxBackend
     from clothing.model_server.config import RuntimeConfig
     from clothing.model_server.core import DEFAULT_SIGNATURE
-    from clothing.model_server.repository import read_model_info
+    from clothing.serving_layout import read_declared
     from clothing.tensors import datatype_of, dtype_name
 
     backend = OnnxBackend(RuntimeConfig())
@@ -68,7 +67,7 @@ def render(model_path: Path) -> str:
                 f"        name: {spec.name}",
             ]
     lines.append(f"  Method name is: {signature.method_name}")
-    info = read_model_info(model_path.parent)
+    info = read_declared(model_path.parent)
     if info:
         lines += ["", "Model info (metadata.json):", json.dumps(info, indent=2)]
     return "\n".join(lines)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -27,38 +26,12 @@ from clothing.model_server.backend import Backend, Signature
 from clothing.model_server.batching import Batcher
 from clothing.model_server.config import ModelConfig
 from clothing.model_server.errors import NotFound, Unavailable
-from clothing.serving_layout import MODEL_FILE
+from clothing.serving_layout import MODEL_FILE, read_declared, versions_on_disk
 
 log = logging.getLogger(__name__)
 
 # TF Serving's ModelVersionStatus.State names.
 LOADING, AVAILABLE, UNLOADING, END = "LOADING", "AVAILABLE", "UNLOADING", "END"
-
-
-def read_model_info(version_dir: Path) -> dict[str, Any]:
-    """``metadata.json``, or ``{"classes": [...]}`` from ``classes.txt``, or ``{}``."""
-    metadata = version_dir / "metadata.json"
-    if metadata.is_file():
-        info = json.loads(metadata.read_text())
-        if not isinstance(info, dict):
-            raise ValueError(f"{metadata} must hold a JSON object")
-        return info
-    classes = version_dir / "classes.txt"
-    if classes.is_file():
-        names = [line.strip() for line in classes.read_text().splitlines() if line.strip()]
-        return {"classes": names}
-    return {}
-
-
-def versions_on_disk(base_path: Path) -> dict[int, Path]:
-    """Integer-named subdirectories that hold a model file."""
-    found: dict[int, Path] = {}
-    if not base_path.is_dir():
-        return found
-    for child in base_path.iterdir():
-        if child.name.isdigit() and (child / MODEL_FILE).is_file():
-            found[int(child.name)] = child
-    return found
 
 
 def _fingerprint(version_dir: Path) -> tuple[float, int]:
@@ -258,7 +231,7 @@ class Repository:
         try:
             await asyncio.to_thread(backend.load, path / MODEL_FILE)
             version.signature = backend.signature()
-            version.info = await asyncio.to_thread(read_model_info, path)
+            version.info = await asyncio.to_thread(read_declared, path)
         except Exception as error:
             version.state, version.error = END, f"failed to load version {number}: {error}"
             log.error(

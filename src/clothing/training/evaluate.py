@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from clothing.gateway.imaging import scale_pixels
+from clothing.serving_layout import LayoutError, ModelMetadata, find_model_file, read_metadata
 from clothing.training.data import DatasetError, list_classes, list_images, load_batch
 from clothing.training.metrics import (
     ClassMetrics,
@@ -24,24 +26,6 @@ from clothing.training.metrics import (
     per_class,
 )
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-class ModelError(ValueError):
-    """The model path does not hold a usable clothing model."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    path: Path
-    classes: list[str]
-    height: int
-    width: int
-    preprocessing: str
-    input_name: str
-    output_name: str
-
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -50,7 +34,7 @@ class Evaluation:
     accuracy: float
     per_class: list[ClassMetrics]
     images: int
-    model: ModelInfo
+    model: ModelMetadata
     predictions: np.ndarray  # the predicted class index of each image, in folder order
 
     def to_json(self) -> dict[str, Any]:
@@ -61,61 +45,6 @@ class Evaluation:
             "per_class": [asdict(row) for row in self.per_class],
             "confusion_matrix": self.matrix.tolist(),
         }
-
-
-def resolve_model_file(path: Path) -> Path:
-    """A ``.onnx`` file, a version folder, or a base path (its highest version)."""
-    if path.is_file():
-        return path
-    if (path / "model.onnx").is_file():
-        return path / "model.onnx"
-    versions = [p for p in path.glob("*") if p.name.isdigit() and (p / "model.onnx").is_file()]
-    if not versions:
-        raise ModelError(f"no model.onnx at {path} or in its version folders")
-    return max(versions, key=lambda p: int(p.name)) / "model.onnx"
-
-
-def read_model_info(model_file: Path, session: Any) -> ModelInfo:
-    """Classes, input size and preprocessing from metadata.json, else classes.txt + graph."""
-    folder = model_file.parent
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    metadata_file, classes_file = folder / "metadata.json", folder / "classes.txt"
-    if metadata_file.is_file():
-        info = json.loads(metadata_file.read_text())
-        declared = info.get("input", {})
-        return ModelInfo(
-            path=model_file,
-            classes=list(info["classes"]),
-            height=int(declared["height"]),
-            width=int(declared["width"]),
-            preprocessing=str(declared.get("preprocessing", "none")),
-            input_name=str(declared.get("name", inputs[0].name)),
-            output_name=str(info.get("output", {}).get("name", outputs[0].name)),
-        )
-    if not classes_file.is_file():
-        raise ModelError(f"{folder} has neither metadata.json nor classes.txt")
-    _, height, width, _ = inputs[0].shape
-    if not isinstance(height, int) or not isinstance(width, int):
-        raise ModelError("the model input has no fixed height and width; add metadata.json")
-    return ModelInfo(
-        path=model_file,
-        classes=[line.strip() for line in classes_file.read_text().splitlines() if line.strip()],
-        height=height,
-        width=width,
-        preprocessing="none",
-        input_name=inputs[0].name,
-        output_name=outputs[0].name,
-    )
-
-
-def prepare(pixels: np.ndarray, preprocessing: str) -> np.ndarray:
-    if preprocessing == "none":
-        return pixels
-    if preprocessing == "xception":
-        return pixels.astype(np.float32) / 127.5 - 1.0
-    if preprocessing == "imagenet":
-        return (pixels.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    raise ModelError(f"unknown preprocessing {preprocessing!r}")
 
 
 def evaluate(
@@ -129,12 +58,14 @@ def evaluate(
     """Top-1 accuracy, per-class precision/recall and the confusion matrix on ``data``."""
     import onnxruntime
 
-    model_file = resolve_model_file(model_path)
+    model_file = find_model_file(model_path)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(model_file), options, providers=list(providers))
-    info = read_model_info(model_file, session)
+    info = read_metadata(model_file, lambda: session)
+    if not info.classes:
+        raise LayoutError(f"{model_file.parent} names no classes (metadata.json or classes.txt)")
     folder_classes = list_classes(data)
     unknown = sorted(set(folder_classes) - set(info.classes))
     if unknown:
@@ -145,19 +76,24 @@ def evaluate(
     predictions = np.empty(len(images), dtype=np.int64)
     for start in range(0, len(images), batch_size):
         paths = list(images.paths[start : start + batch_size])
-        batch = prepare(load_batch(paths, info.height, info.width), info.preprocessing)
+        batch = _model_input(load_batch(paths, info.height, info.width), info)
         (probabilities,) = session.run([info.output_name], {info.input_name: batch})
         predictions[start : start + len(paths)] = np.asarray(probabilities).argmax(axis=1)
     matrix = confusion_matrix(labels, predictions, len(info.classes))
     return Evaluation(
-        classes=info.classes,
+        classes=list(info.classes),
         matrix=matrix,
         accuracy=accuracy(matrix),
-        per_class=per_class(matrix, info.classes),
+        per_class=per_class(matrix, list(info.classes)),
         images=len(images),
         model=info,
         predictions=predictions,
     )
+
+
+def _model_input(pixels: np.ndarray, info: ModelMetadata) -> np.ndarray:
+    """uint8 pixels as the model's declared preprocessing wants them."""
+    return pixels if info.preprocessing == "none" else scale_pixels(pixels, info.preprocessing)
 
 
 def write_outputs(

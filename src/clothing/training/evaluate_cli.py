@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from clothing.serving_layout import METADATA_FILE, metadata_bytes
+
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -59,23 +61,19 @@ def labelled_folder(data: Path) -> Path:
 
 
 def record_in_metadata(model_file: Path, metrics: dict[str, object], data: Path) -> Path | None:
-    metadata_file = model_file.parent / "metadata.json"
+    metadata_file = model_file.parent / METADATA_FILE
     if not metadata_file.is_file():
         return None
     info = json.loads(metadata_file.read_text())
     info.setdefault("metrics", {})["evaluation"] = {"data": data.name, **metrics}
-    metadata_file.write_text(json.dumps(info, indent=2) + "\n")
+    metadata_file.write_bytes(metadata_bytes(info))
     return metadata_file
 
 
 def run(args: argparse.Namespace) -> int:
+    from clothing.serving_layout import LayoutError, find_model_file
     from clothing.training.data import DatasetError
-    from clothing.training.evaluate import (
-        ModelError,
-        evaluate,
-        resolve_model_file,
-        write_outputs,
-    )
+    from clothing.training.evaluate import evaluate, write_outputs
     from clothing.training.metrics import format_report
 
     if args.batch_size < 1 or args.threads < 1:
@@ -83,19 +81,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     folder = labelled_folder(args.data)
     try:
-        model_file = resolve_model_file(args.model)
+        model_file = find_model_file(args.model)
         result = evaluate(model_file, folder, batch_size=args.batch_size, threads=args.threads)
-    except (ModelError, DatasetError, KeyError, json.JSONDecodeError) as error:
+    except (LayoutError, DatasetError, KeyError, json.JSONDecodeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"model: {model_file}\ndata: {folder} ({result.images} images)\n")
     print(format_report(result.matrix, result.classes), end="")
     summary = result.to_json()
     if args.latency:
-        from clothing.training.evaluate import ModelInfo
         from clothing.training.latency import measure
 
-        info: ModelInfo = result.model
+        info = result.model
         timings = measure(model_file, height=info.height, width=info.width, threads=args.threads)
         summary["latency_ms"] = {}
         for timing in timings:

@@ -8,7 +8,6 @@ producer fields are overwritten and nothing time-dependent is stored.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -20,7 +19,13 @@ import onnx
 import torch
 
 from clothing import __version__
-from clothing.serving_layout import next_version
+from clothing.serving_layout import (
+    MODEL_FILE,
+    declare,
+    version_files,
+    version_to_write,
+    write_version,
+)
 from clothing.training.network import ServingModel, build_network
 
 OPSET = 17
@@ -128,16 +133,15 @@ def metadata(
         metrics["onnx_vs_torch_max_abs_diff"] = parity
     return {
         "name": MODEL_NAME,
-        "classes": checkpoint.classes,
-        "input": {
-            "name": INPUT_NAME,
-            "dtype": "uint8",
-            "layout": "NHWC",
-            "height": size,
-            "width": size,
-            "preprocessing": "none",
-        },
-        "output": {"name": OUTPUT_NAME},
+        **declare(
+            classes=checkpoint.classes,
+            input_name=INPUT_NAME,
+            input_dtype="uint8",
+            height=size,
+            width=size,
+            preprocessing="none",
+            output_name=OUTPUT_NAME,
+        ),
         "training": {
             **checkpoint.training,
             "normalisation": "(x - 127) / 128 inside the graph",
@@ -171,13 +175,7 @@ def export(
     mirror image.
     """
     checkpoint = load_checkpoint(checkpoint_path)
-    if version is None:
-        version = next_version(model_dir)
-    if version < 1:
-        raise ExportError("version must be a positive integer")
-    target = model_dir / str(version)
-    if (target / "model.onnx").exists() and not overwrite:
-        raise ExportError(f"{target} already holds a model; pick another --version")
+    version = version_to_write(model_dir, version, overwrite=overwrite)
     model = serving_model(checkpoint, flip_average=flip_average)
     model_bytes = onnx_bytes(model, checkpoint.image_size)
     parity = None
@@ -187,10 +185,7 @@ def export(
             raise ExportError(
                 f"ONNX Runtime differs from PyTorch by {parity:.2e} (> {PARITY_TOLERANCE})"
             )
-    target.mkdir(parents=True, exist_ok=True)
-    model_path = target / "model.onnx"
-    model_path.write_bytes(model_bytes)
-    (target / "classes.txt").write_text("".join(f"{name}\n" for name in checkpoint.classes))
     info = metadata(checkpoint, parity, flip_average=flip_average)
-    (target / "metadata.json").write_text(json.dumps(info, indent=2) + "\n")
-    return ExportResult(target, model_path, parity)
+    files = version_files(model_bytes, checkpoint.classes, info)
+    target = write_version(model_dir, version, files, overwrite=overwrite)
+    return ExportResult(target, target / MODEL_FILE, parity)

@@ -16,6 +16,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from clothing.serving_layout import PRECISION_BASE_PATHS
+from clothing.version_flags import add_version_arguments
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -29,17 +32,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=Path("runs/train/checkpoint.pt"),
         help="checkpoint.pt written by `clothing train`",
     )
-    parser.add_argument(
-        "--model-dir",
-        type=Path,
-        default=Path("models/clothing-model"),
-        help="model base path holding integer version folders",
-    )
-    parser.add_argument(
-        "--version", type=int, default=None, help="version folder to write (default: next free)"
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing model in that version"
+    add_version_arguments(
+        parser,
+        model_dir=Path(PRECISION_BASE_PATHS["float32"]),
+        model_dir_help="model base path holding integer version folders",
     )
     parser.add_argument(
         "--check-data",
@@ -74,6 +70,7 @@ def check_images(folder: Path | None, size: int) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from clothing.serving_layout import LayoutError
     from clothing.training.data import DatasetError
     from clothing.training.export import ExportError, export, load_checkpoint
 
@@ -89,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             flip_average=args.flip_average,
         )
-    except (ExportError, DatasetError) as error:
+    except (ExportError, LayoutError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     size_mb = result.model_path.stat().st_size / 1e6

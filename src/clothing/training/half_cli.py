@@ -14,18 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from clothing.training.derived import (
-    accuracy_holds,
-    add_copy_arguments,
-    publish,
-    record_check,
-    stage,
-    version_of,
-)
+from clothing.training.derived import accuracy_holds, add_copy_arguments, publish_if_it_holds
 
 __all__ = ["accuracy_holds", "configure", "run"]
 
@@ -67,38 +59,31 @@ def _compare(args: argparse.Namespace, model_file: Path, copy_file: Path) -> dic
 def run(args: argparse.Namespace) -> int:
     from onnx.checker import ValidationError
 
+    from clothing.serving_layout import find_model_file
     from clothing.training.data import DatasetError
-    from clothing.training.evaluate import ModelError, resolve_model_file
     from clothing.training.half import to_float16
 
     if args.max_drop < 0 or args.batch_size < 1 or args.threads < 1:
         print("error: --max-drop must be >= 0, --batch-size and --threads >= 1", file=sys.stderr)
         return 2
     try:
-        model_file = resolve_model_file(args.model)
-        with tempfile.TemporaryDirectory(prefix="fp16-") as scratch:
-            staged = stage(
-                to_float16(model_file), model_file, Path(scratch) / version_of(model_file)
-            )
-            report = _compare(args, model_file, staged)
-            print(
-                f"top-1 accuracy on {report['images']} images ({args.device}): "
-                f"float32 {report['top1_accuracy_float32']:.4f}, "
-                f"float16 {report['top1_accuracy_float16']:.4f}; "
-                f"same top-1 class for {report['top1_agreement']:.2%} of them"
-            )
-            if not accuracy_holds(
-                report["top1_accuracy_float32"], report["top1_accuracy_float16"], args.max_drop
-            ):
-                print(
-                    f"error: float16 loses more than {args.max_drop} points; nothing written",
-                    file=sys.stderr,
-                )
-                return 1
-            record_check(staged, model_file, "float16", "float16_check", report)
-            written = publish(staged, args.output)
-    except (ModelError, DatasetError, ValidationError, KeyError, OSError, ValueError) as error:
+        model_file = find_model_file(args.model)
+        return publish_if_it_holds(
+            to_float16(model_file),
+            model_file,
+            args.output,
+            precision="float16",
+            compare=lambda staged: _compare(args, model_file, staged),
+            failures=_failures,
+            checked_on=f" ({args.device})",
+        )
+    except (DatasetError, ValidationError, KeyError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {written}")
-    return 0
+
+
+def _failures(report: dict[str, Any]) -> list[str]:
+    source, copy = report["top1_accuracy_float32"], report["top1_accuracy_float16"]
+    if accuracy_holds(source, copy, report["max_drop_points"]):
+        return []
+    return [f"float16 loses more than {report['max_drop_points']} points"]

@@ -16,18 +16,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from clothing.training.derived import (
-    accuracy_holds,
-    add_copy_arguments,
-    publish,
-    record_check,
-    stage,
-    version_of,
-)
+from clothing.training.derived import accuracy_holds, add_copy_arguments, publish_if_it_holds
 from clothing.training.quantize import METHODS
 
 DEFAULT_METHOD = "minmax"
@@ -110,15 +102,11 @@ def failures(report: dict[str, Any]) -> list[str]:
 
 
 def _calibrate_and_quantize(args: argparse.Namespace, model_file: Path) -> Any:
-    import onnxruntime
-
-    from clothing.training.evaluate import read_model_info
+    from clothing.serving_layout import read_metadata
     from clothing.training.quantize import calibration_photos, to_int8
 
     train, _ = _folders(args.data)
-    session = onnxruntime.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
-    info = read_model_info(model_file, session)
-    del session
+    info = read_metadata(model_file)
     calibration = calibration_photos(
         train,
         input_name=info.input_name,
@@ -144,36 +132,28 @@ def _check_flags(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from onnx.checker import ValidationError
 
+    from clothing.serving_layout import find_model_file
     from clothing.training.data import DatasetError
-    from clothing.training.evaluate import ModelError, resolve_model_file
 
     problem = _check_flags(args)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        model_file = resolve_model_file(args.model)
+        model_file = find_model_file(args.model)
         model, photos = _calibrate_and_quantize(args, model_file)
-        with tempfile.TemporaryDirectory(prefix="int8-") as scratch:
-            staged = stage(model, model_file, Path(scratch) / version_of(model_file))
-            report = _compare(args, model_file, staged)
-            report["calibration"] = {"method": args.method, "photos": photos, "data": "train"}
-            print(
-                f"top-1 accuracy on {report['images']} images: "
-                f"float32 {report['top1_accuracy_float32']:.4f}, "
-                f"int8 {report['top1_accuracy_int8']:.4f}; "
-                f"same top-1 class for {report['top1_agreement']:.2%} of them"
-            )
-            reasons = failures(report)
-            if reasons:
-                for reason in reasons:
-                    print(f"error: {reason}", file=sys.stderr)
-                print("error: the int8 copy does not hold; nothing written", file=sys.stderr)
-                return 1
-            record_check(staged, model_file, "int8", "int8_check", report)
-            written = publish(staged, args.output)
-    except (ModelError, DatasetError, ValidationError, KeyError, OSError, ValueError) as error:
+        calibration = {"method": args.method, "photos": photos, "data": "train"}
+        return publish_if_it_holds(
+            model,
+            model_file,
+            args.output,
+            precision="int8",
+            compare=lambda staged: {
+                **_compare(args, model_file, staged),
+                "calibration": calibration,
+            },
+            failures=failures,
+        )
+    except (DatasetError, ValidationError, KeyError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {written}")
-    return 0

@@ -25,6 +25,7 @@ from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 from tqdm import tqdm
 
+from clothing.serving_layout import CLASSES_FILE, classes_bytes
 from clothing.training import live
 from clothing.training.data import (
     DatasetError,
@@ -40,7 +41,6 @@ from clothing.training.resume import RandomStates, TrainingState, save_state
 
 CHECKPOINT_NAME = "checkpoint.pt"
 HISTORY_NAME = "history.json"
-CLASSES_NAME = "classes.txt"
 
 
 @dataclass(frozen=True)
@@ -287,7 +287,7 @@ def save_outputs(
         },
         checkpoint,
     )
-    (output / CLASSES_NAME).write_text("".join(f"{name}\n" for name in classes))
+    (output / CLASSES_FILE).write_bytes(classes_bytes(classes))
     summary = {"training": training_info, "epochs": [asdict(record) for record in history]}
     (output / HISTORY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     return checkpoint
