@@ -34,6 +34,8 @@ from clothing.gateway.cli import settings_from_args
 from clothing.gateway.imaging import decode_bytes
 from tests.hardening import bombs
 from tests.hardening.helpers import images, png_bytes, predict_request, prediction_stub
+from tests.hardening.test_gateway_memory import CASES as MEMORY_CASES
+from tests.hardening.test_gateway_memory import POD_DECODE_BUDGET
 
 from . import engine
 from .deployed import DeployedContainer, deployed
@@ -293,7 +295,29 @@ def gateway_cases() -> dict[str, Callable[[Running], None]]:
         assert answer.status_code == 200, answer.text
         assert all(result.get("label") for result in answer.json()["results"])
 
+    def large_decode(
+        build: Callable[[int], bytes], side: int, status: int
+    ) -> Callable[[Running], None]:
+        """A real image that decodes to 100-320 MB (RGBA, 16-bit, palette, multi-frame): the
+        status the in-process memory test expects for the pod's decode budget."""
+
+        def case(gateway: Running) -> None:
+            assert gateway_caps().decode_budget == POD_DECODE_BUDGET
+            payload = base64.b64encode(build(side)).decode()
+            answer = httpx.post(
+                f"{gateway.url(9696)}/predict", json={"image_b64": payload}, timeout=120
+            )
+            assert answer.status_code == status, answer.text
+
+        return case
+
     cases = {f"bomb-{kind}": bomb(kind) for kind in sorted(bombs.BOMBS)}
+    cases.update(
+        {
+            f"decode-{name}-{side}": large_decode(build, side, status)
+            for name, build, side, status in MEMORY_CASES
+        }
+    )
     cases["largest-allowed-body"] = largest_allowed_body
     cases["body-announced-over-cap"] = announced_body
     cases["body-streamed-over-cap"] = streamed_body
