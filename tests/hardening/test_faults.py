@@ -49,6 +49,16 @@ def ok_count(since: float = 0.0, wanted: int = 8) -> Callable[[list[Outcome]], b
     return enough
 
 
+def answered_long_ago(seconds: float) -> Callable[[list[Outcome]], bool]:
+    """Some request sent more than ``seconds`` ago was answered 200: a signal sent now
+    finds requests that started well before it (the tests' margin for a busy machine)."""
+
+    def enough(outcomes: list[Outcome]) -> bool:
+        return any(o.status == "200" and o.started < time.monotonic() - seconds for o in outcomes)
+
+    return enough
+
+
 def sent_after(moment: float, wanted: int = 3) -> Callable[[list[Outcome]], bool]:
     def enough(outcomes: list[Outcome]) -> bool:
         return sum(o.started > moment for o in outcomes) >= wanted
@@ -203,6 +213,7 @@ def test_sigterm_to_the_model_server_under_load(tmp_path: Path) -> None:
     ):
         load = Load(gw.url, clients=4).start()
         wait_for(load, ok_count(), "answers before SIGTERM")
+        wait_for(load, answered_long_ago(1.5), "an answer to a request sent 1.5 s ago")
         wait_until(lambda: _inflight(server.rest_url) >= 1, 30)  # one is inside the server
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
@@ -244,6 +255,7 @@ def test_sigterm_to_the_gateway_under_load(tmp_path: Path) -> None:
     ):
         load = Load(gateway.url, clients=4).start()
         wait_for(load, ok_count(), "answers before SIGTERM")
+        wait_for(load, answered_long_ago(1.5), "an answer to a request sent 1.5 s ago")
         wait_until(lambda: _inflight(server.rest_url) >= 1, 30)  # one is being predicted
         signalled = time.monotonic()
         gateway.process.send_signal(signal.SIGTERM)

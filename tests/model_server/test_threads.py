@@ -68,9 +68,9 @@ def test_without_batching_the_session_gets_a_thread_per_allowed_cpu(
 
 
 def test_gateway_decodes_on_the_allowed_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("clothing.gateway.settings.available_cpus", lambda: 1)
+    monkeypatch.setattr("clothing.cgroup.available_cpus", lambda: 1)
     assert GatewaySettings().workers == 1
-    monkeypatch.setattr("clothing.gateway.settings.available_cpus", lambda: 16)
+    monkeypatch.setattr("clothing.cgroup.available_cpus", lambda: 16)
     assert GatewaySettings().workers == 4
 
 

@@ -170,12 +170,16 @@ class GatewaySettings:
 ENV_NAMES = {
     "tf_serving_host": "TF_SERVING_HOST",
     "model_name": "MODEL_NAME",
-    "port": "GATEWAY_PORT_NUMBER",  # never GATEWAY_PORT: see the module's docstring
 }
 
 
 def env_name(setting: str) -> str:
-    return ENV_NAMES.get(setting, f"GATEWAY_{setting.upper()}")
+    """``GATEWAY_<SETTING>``, and ``..._PORT_NUMBER`` for a port: a name ending in ``_PORT``
+    is one Kubernetes could inject (see the module's docstring)."""
+    if setting in ENV_NAMES:
+        return ENV_NAMES[setting]
+    name = f"GATEWAY_{setting.upper()}"
+    return f"{name}_NUMBER" if name.endswith("_PORT") else name
 
 
 SETTING_NAMES = tuple(f.name for f in fields(GatewaySettings))
