@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 from clothing.cgroup import available_cpus
 from clothing.model_server import textproto
@@ -37,13 +38,11 @@ DEFAULT_MAX_CONCURRENT_REST = 16
 class VersionPolicy:
     """Which of the versions found on disk to serve: latest n, all, or specific ones."""
 
-    kind: str = "latest"  # "latest" | "all" | "specific"
+    kind: Literal["latest", "all", "specific"] = "latest"
     num_versions: int = 1
     versions: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
-        if self.kind not in ("latest", "all", "specific"):
-            raise ValueError(f"unknown version policy {self.kind!r}")
         if self.kind == "latest" and self.num_versions < 1:
             raise ValueError("model_version_policy latest needs num_versions >= 1")
         if self.kind == "specific" and not self.versions:

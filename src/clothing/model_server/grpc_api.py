@@ -19,7 +19,6 @@ from google.protobuf import any_pb2, json_format, struct_pb2
 from google.protobuf.message import DecodeError
 
 from clothing import tensors
-from clothing.model_server.backend import Signature
 from clothing.model_server.config import DEFAULT_MAX_BATCH_ROWS, ModelConfig
 from clothing.model_server.core import Dataplane, MetadataResult, check_rows
 from clothing.model_server.errors import (
@@ -30,7 +29,8 @@ from clothing.model_server.errors import (
     Unavailable,
 )
 from clothing.model_server.reload_config import models_from_proto
-from clothing.proto.tensorflow.core.protobuf import error_codes_pb2, meta_graph_pb2
+from clothing.model_server.signatures import signature_def
+from clothing.proto.tensorflow.core.protobuf import error_codes_pb2
 from clothing.proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -116,20 +116,6 @@ def spec_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
     return None, None
 
 
-def signature_def(signature: Signature) -> meta_graph_pb2.SignatureDef:
-    proto = meta_graph_pb2.SignatureDef(method_name=signature.method_name)
-    for target, specs in ((proto.inputs, signature.inputs), (proto.outputs, signature.outputs)):
-        for spec in specs:
-            target[spec.name].CopyFrom(
-                meta_graph_pb2.TensorInfo(
-                    name=spec.name,
-                    dtype=tensors.datatype_of(spec.dtype),  # type: ignore[arg-type]
-                    tensor_shape=tensors.shape_proto(spec.shape),
-                )
-            )
-    return proto
-
-
 def metadata_response(result: MetadataResult) -> get_model_metadata_pb2.GetModelMetadataResponse:
     response = get_model_metadata_pb2.GetModelMetadataResponse()
     response.model_spec.name = result.model
@@ -166,7 +152,7 @@ class _Base:
         self,
         dataplane: Dataplane,
         *,
-        response_tensor_content: bool,
+        response_tensor_content: bool = False,  # only Predict answers with tensors
         max_tensor_bytes: int | None = None,
         max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
     ) -> None:
@@ -244,10 +230,8 @@ Reload = Callable[[tuple[ModelConfig, ...]], Awaitable[list[str]]]
 
 
 class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(
-        self, dataplane: Dataplane, *, response_tensor_content: bool, reload: Reload | None
-    ) -> None:
-        super().__init__(dataplane, response_tensor_content=response_tensor_content)
+    def __init__(self, dataplane: Dataplane, *, reload: Reload | None) -> None:
+        super().__init__(dataplane)
         self.reload = reload
 
     @_grpc_errors
@@ -324,7 +308,7 @@ def build_server(
         server,
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        ModelServicer(dataplane, response_tensor_content=response_tensor_content, reload=reload),
+        ModelServicer(dataplane, reload=reload),
         server,
     )
     return server

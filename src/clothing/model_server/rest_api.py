@@ -31,7 +31,7 @@ from clothing.model_server.errors import (
     ResourceExhausted,
     ServingError,
 )
-from clothing.model_server.grpc_api import signature_def
+from clothing.model_server.signatures import signature_def
 from clothing.proto.tensorflow_serving.apis import get_model_metadata_pb2
 
 log = logging.getLogger(__name__)
