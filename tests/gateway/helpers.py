@@ -9,11 +9,15 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
+import grpc
 from PIL import Image
+
+from clothing.proto.tensorflow_serving.apis import prediction_service_pb2_grpc
 
 
 def solid(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> Image.Image:
@@ -160,3 +164,18 @@ def serve_images(
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@contextlib.asynccontextmanager
+async def serve_prediction_service(servicer: Any) -> AsyncIterator[str]:
+    """``servicer`` as the only service of a gRPC server on loopback; yields its address."""
+    server = grpc.aio.server()
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        servicer, server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)

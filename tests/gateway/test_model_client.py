@@ -105,15 +105,9 @@ class Scripted(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 @pytest.fixture
 async def scripted() -> AsyncIterator[tuple[str, Scripted]]:
-    server = grpc.aio.server()
     servicer = Scripted()
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        servicer, server
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield f"127.0.0.1:{port}", servicer
-    await server.stop(None)
+    async with helpers.serve_prediction_service(servicer) as address:
+        yield address, servicer
 
 
 @pytest.fixture

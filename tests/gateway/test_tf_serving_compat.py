@@ -88,15 +88,9 @@ class PredictionServiceOnly(prediction_service_pb2_grpc.PredictionServiceService
 
 @pytest.fixture
 async def prediction_only_server():
-    server = grpc.aio.server()
     servicer = PredictionServiceOnly()
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        servicer, server
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield f"127.0.0.1:{port}", servicer
-    await server.stop(None)
+    async with helpers.serve_prediction_service(servicer) as address:
+        yield address, servicer
 
 
 async def test_xception_model_behind_a_prediction_service_only_server(

@@ -26,6 +26,14 @@ def _config(*entries: tuple[str, str, str]) -> str:
     return f"model_config_list {{\n{blocks}}}\n"
 
 
+async def _answers(running: Running, model: str, expected: int) -> bool:
+    """Whether ``model`` is served and answers ``expected`` (False while it is not loaded)."""
+    try:
+        return await _predict(running, model) == expected
+    except grpc.aio.AioRpcError:
+        return False
+
+
 async def _predict(running: Running, model: str, label: str = "") -> int:
     request = request_for(images(1))
     request.model_spec.name = model
@@ -52,13 +60,7 @@ async def test_models_are_added_changed_and_removed_without_a_restart(
 
         config_file.write_text(_config((MODEL, "shirts", ""), ("shoes", "shoes", "")))
 
-        async def shoes_served() -> bool:
-            try:
-                return await _predict(running, "shoes") == 5
-            except grpc.aio.AioRpcError:
-                return False
-
-        await wait_for(shoes_served)
+        await wait_for(lambda: _answers(running, "shoes", 5))
         assert (await client.get("/readyz")).status_code == 200
         assert await _predict(running, MODEL) == 2  # the model that stayed kept serving
 
@@ -112,13 +114,7 @@ async def test_a_broken_config_file_changes_nothing(
         # Still polling: a repaired file takes effect.
         config_file.write_text(_config((MODEL, "shirts", ""), ("shoes", "shoes", "")))
 
-        async def shoes_served() -> bool:
-            try:
-                return await _predict(running, "shoes") == 5
-            except grpc.aio.AioRpcError:
-                return False
-
-        await wait_for(shoes_served)
+        await wait_for(lambda: _answers(running, "shoes", 5))
         assert await _predict(running, MODEL) == 1
 
 
