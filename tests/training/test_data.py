@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from clothing.training.data import (
+    AUGMENTATIONS,
     DatasetError,
     augment,
     content_hash,
@@ -65,12 +66,13 @@ def test_load_batch_converts_grey_and_alpha_to_rgb(tmp_path: Path) -> None:
     assert batch[1, 0, 0].tolist() == [10, 20, 30]
 
 
-def test_augment_is_seeded_and_varies() -> None:
+@pytest.mark.parametrize("strength", AUGMENTATIONS)
+def test_augment_is_seeded_and_varies(strength: str) -> None:
     rng_image = np.random.default_rng(0).integers(0, 255, size=(60, 80, 3), dtype=np.uint8)
     image = Image.fromarray(rng_image)
-    first = augment(image, 32, 32, np.random.default_rng(1))
-    again = augment(image, 32, 32, np.random.default_rng(1))
-    other = augment(image, 32, 32, np.random.default_rng(2))
+    first = augment(image, 32, 32, np.random.default_rng(1), strength)
+    again = augment(image, 32, 32, np.random.default_rng(1), strength)
+    other = augment(image, 32, 32, np.random.default_rng(2), strength)
     assert first.shape == (32, 32, 3)
     assert first.dtype == np.uint8
     np.testing.assert_array_equal(first, again)
@@ -87,3 +89,15 @@ def test_content_hash_tracks_bytes_and_names(tmp_path: Path) -> None:
     assert changed != before
     (tmp_path / "hat" / "a.png").rename(tmp_path / "hat" / "b.png")
     assert content_hash(tmp_path, [tmp_path / "hat" / "b.png"]) != changed
+
+
+def test_strong_augment_blanks_regions_that_light_keeps() -> None:
+    """A flat grey photo only gains far-off pixels from random erasing."""
+    image = Image.new("RGB", (64, 64), (128, 128, 128))
+    rng = np.random.default_rng(3)
+    light = np.stack([augment(image, 32, 32, rng, "light") for _ in range(20)])
+    strong = np.stack([augment(image, 32, 32, rng, "strong") for _ in range(20)])
+    spread = [int(np.ptp(view)) for view in light]
+    assert max(spread) == 0  # light jitter moves every pixel of a flat view together
+    erased = sum(int(np.ptp(view)) > 100 for view in strong)
+    assert 3 <= erased <= 17  # about half the strong views carry a noise rectangle

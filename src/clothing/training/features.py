@@ -32,6 +32,7 @@ def cache_features(
     until: int,
     rng: np.random.Generator,
     description: str,
+    augmentation: str = "light",
     show_progress: bool,
     chunk: int = 32,
 ) -> torch.Tensor:
@@ -46,7 +47,7 @@ def cache_features(
         decoded = [load_rgb(path) for path in images.paths[start : start + chunk]]
         batch = [to_model_input(image, size, size) for image in decoded]
         for _ in range(views - 1):
-            batch.extend(augment(image, size, size, rng) for image in decoded)
+            batch.extend(augment(image, size, size, rng, augmentation) for image in decoded)
         features = split.trunk(torch.from_numpy(np.stack(batch)), until=until).half()
         parts.append(features.view(views, len(decoded), *features.shape[1:]))
     return torch.cat(parts, dim=1)
@@ -90,6 +91,7 @@ def cached_or_computed(
         "arch": config.arch,
         "image_size": config.image_size,
         "views": 1 + config.augment_views,
+        "augment": config.augment,
         "trainable_blocks": CACHED_TAIL_BLOCKS,
         "seed": config.seed,
         "data": data_hash,
@@ -135,6 +137,7 @@ def compute(
         views=1 + config.augment_views,
         until=cache_point,
         rng=rng,
+        augmentation=config.augment,
         description="cache train",
         show_progress=progress,
     )

@@ -75,12 +75,15 @@ def augmented_batches(
     batch_size: int,
     generator: torch.Generator,
     rng: np.random.Generator,
+    augmentation: str,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Random order, one new random view per photo: uint8 NHWC pixels and labels."""
     order = torch.randperm(len(data.images), generator=generator)
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
-        pixels = np.stack([augment(data.images[i], size, size, rng) for i in index.tolist()])
+        pixels = np.stack(
+            [augment(data.images[i], size, size, rng, augmentation) for i in index.tolist()]
+        )
         yield torch.from_numpy(pixels), data.labels[index]
 
 
@@ -99,6 +102,7 @@ class LiveEpoch:
     description: str
     show_progress: bool
     average: AveragedModel | None = None
+    augmentation: str = "light"
 
 
 def exponential_average(network: EfficientNet, decay: float) -> AveragedModel:
@@ -120,6 +124,7 @@ def run_live_epoch(epoch: LiveEpoch) -> tuple[float, float]:
         batch_size=epoch.batch_size,
         generator=epoch.generator,
         rng=epoch.rng,
+        augmentation=epoch.augmentation,
     )
     steps = -(-len(epoch.data.images) // epoch.batch_size)
     bar = tqdm(

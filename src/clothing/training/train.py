@@ -58,6 +58,7 @@ class TrainConfig:
     mixup: float = 0.0
     schedule: str = "onecycle"
     augment_views: int = 0
+    augment: str = "light"
     trainable_blocks: int = 1
     full_epochs: int = 0
     full_learning_rate: float = 2e-4
@@ -254,6 +255,7 @@ def training_summary(
         "label_smoothing": config.label_smoothing,
         "mixup": config.mixup,
         "augment_views": config.augment_views,
+        "augment": config.augment,
         "trainable_blocks": config.trainable_blocks,
         "full_epochs": config.full_epochs,
         "full_learning_rate": config.full_learning_rate,
@@ -510,6 +512,7 @@ def fine_tune_live(
                 description=f"full {epoch - first + 1}/{config.full_epochs}",
                 show_progress=config.show_progress,
                 average=average,
+                augmentation=config.augment,
             )
         )
         validation = live.evaluate_pixels(

@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from clothing.training.data import AUGMENTATIONS
+
 if TYPE_CHECKING:
     from clothing.training.train import TrainConfig
 
@@ -103,6 +105,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         help="random augmented views cached per training image, besides the plain one",
+    )
+    parser.add_argument(
+        "--augment",
+        choices=AUGMENTATIONS,
+        default="light",
+        help="random views: light (crop, mirror, brightness and contrast) or strong"
+        " (smaller crops, saturation, random erasing)",
     )
     parser.add_argument(
         "--trainable-blocks",
@@ -223,6 +232,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         mixup=args.mixup,
         schedule=args.schedule,
         augment_views=args.augment_views,
+        augment=args.augment,
         trainable_blocks=args.trainable_blocks,
         full_epochs=args.full_epochs,
         full_learning_rate=args.full_learning_rate,
