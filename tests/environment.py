@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 STRICT_VARIABLE = "CLOTHING_TESTS_STRICT"
 DATA_VARIABLE = "CLOTHING_DATA"
 DEFAULT_DATA = "../shared/datasets/clothing-small"
-BUNDLED_MODEL = ROOT / "models" / "clothing-model"
 
 _TRUE = {"1", "true", "yes", "on"}
 

@@ -1,9 +1,8 @@
-"""Photos to classify, and the classes the bundled model gives them in this process."""
+"""Photos to classify, and the classes the served bundled model gives them in this process."""
 
 from __future__ import annotations
 
 import io
-import json
 from functools import cache
 from pathlib import Path
 
@@ -12,11 +11,8 @@ import onnxruntime
 from PIL import Image
 
 from clothing.gateway.imaging import InputSpec, prepare
+from tests.bundled import bundled_metadata, cpu_default
 from tests.environment import dataset_path, dataset_present
-
-from .engine import ROOT
-
-MODEL_DIR = ROOT / "models" / "clothing-model" / "1"
 
 
 def sample_photos(per_class: int = 2) -> list[bytes]:
@@ -37,14 +33,13 @@ def sample_photos(per_class: int = 2) -> list[bytes]:
 
 @cache
 def _session() -> tuple[onnxruntime.InferenceSession, list[str], InputSpec]:
-    metadata = json.loads((MODEL_DIR / "metadata.json").read_text())
-    spec = InputSpec(
-        metadata["input"]["name"], metadata["input"]["height"], metadata["input"]["width"]
-    )
+    # The copy the model-server image serves on CPU.
+    metadata = bundled_metadata(cpu_default())
+    spec = InputSpec(metadata.input_name, metadata.height, metadata.width)
     session = onnxruntime.InferenceSession(
-        str(MODEL_DIR / "model.onnx"), providers=["CPUExecutionProvider"]
+        str(metadata.model_file), providers=["CPUExecutionProvider"]
     )
-    return session, list(metadata["classes"]), spec
+    return session, list(metadata.classes), spec
 
 
 def in_process_labels(photos: list[bytes]) -> list[str]:

@@ -32,6 +32,7 @@ from clothing import cgroup
 from clothing.cli import build_parser
 from clothing.gateway.cli import settings_from_args
 from clothing.gateway.imaging import decode_bytes
+from tests.bundled import bundled_side
 from tests.hardening import bombs
 from tests.hardening.helpers import images, png_bytes, predict_request, prediction_stub
 from tests.hardening.test_gateway_memory import CASES as MEMORY_CASES
@@ -361,20 +362,21 @@ def predict(server: Running, batch: np.ndarray) -> grpc.StatusCode:
 
 
 def model_server_cases() -> dict[str, Callable[[Running], None]]:
-    row = 224 * 224 * 3
+    side = bundled_side()
+    row = side * side * 3
 
     def over_the_message_limit(server: Running) -> None:
         rows = max_message_bytes() // row + 1
-        assert predict(server, images(rows, size=224)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert predict(server, images(rows, size=side)) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
     def largest_allowed_predict(server: Running) -> None:
         by_bytes = (max_message_bytes() - 64 * 1024) // row
         rows = min(by_bytes, int(model_server_args().max_batch_rows))
-        assert predict(server, images(rows, size=224)) == grpc.StatusCode.OK
+        assert predict(server, images(rows, size=side)) == grpc.StatusCode.OK
 
     def one_row_over_the_row_limit(server: Running) -> None:
         rows = int(model_server_args().max_batch_rows) + 1
-        assert predict(server, images(rows, size=224)) == grpc.StatusCode.INVALID_ARGUMENT
+        assert predict(server, images(rows, size=side)) == grpc.StatusCode.INVALID_ARGUMENT
 
     def rest_body_over_the_limit(server: Running) -> None:
         status = send_announced_over_cap(
@@ -399,4 +401,4 @@ def test_model_server_under_its_limits(case: str, lone_model_server: Running) ->
         MODEL_SERVER_CASES[case](lone_model_server)
     finally:
         lone_model_server.assert_unharmed()
-    assert predict(lone_model_server, images(1, size=224)) == grpc.StatusCode.OK
+    assert predict(lone_model_server, images(1, size=bundled_side())) == grpc.StatusCode.OK

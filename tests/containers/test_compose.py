@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.bundled import bundled_side
 from tests.environment import dataset_present
 
 from . import engine, stacks
@@ -71,7 +72,8 @@ def test_model_server_rest_port_from_the_host(stack: engine.ComposeProject) -> N
     rest = url(stack, "model-server", 8501)
     status = httpx.get(f"{rest}/v1/models/clothing-model", timeout=30).json()
     assert status["model_version_status"][0]["state"] == "AVAILABLE"
-    instance = np.zeros((224, 224, 3), np.uint8).tolist()
+    side = bundled_side()
+    instance = np.zeros((side, side, 3), np.uint8).tolist()
     response = httpx.post(
         f"{rest}/v1/models/clothing-model:predict", json={"instances": [instance]}, timeout=60
     )
@@ -82,8 +84,16 @@ def test_model_server_rest_port_from_the_host(stack: engine.ComposeProject) -> N
 
 def test_model_server_grpc_port_with_a_tf_serving_client(stack: engine.ComposeProject) -> None:
     port = engine.published_port(stack.container("model-server"), 8500)
+    side = bundled_side()
     result = subprocess.run(
-        [sys.executable, str(TFS_CLIENT), "predict", f"127.0.0.1:{port}", "clothing-model", "224"],
+        [
+            sys.executable,
+            str(TFS_CLIENT),
+            "predict",
+            f"127.0.0.1:{port}",
+            "clothing-model",
+            str(side),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -92,7 +102,7 @@ def test_model_server_grpc_port_with_a_tf_serving_client(stack: engine.ComposePr
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["shape"] == [2, 10]
-    assert answer["input_shape"][1:] == [224, 224, 3]
+    assert answer["input_shape"][1:] == [side, side, 3]
     assert answer["model_spec"][0] == "clothing-model"
 
 

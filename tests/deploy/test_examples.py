@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from clothing.gateway.imaging import InputSpec, prepare
+from tests.bundled import bundled_version
 from tests.deploy.manifests import COMPOSE_FILE, DOCS, ROOT
 
 EXAMPLE = "docs/examples/pants.jpg"
-MODEL = ROOT / "models" / "clothing-model" / "1"
+MODEL = bundled_version()
 DOCUMENTS = [ROOT / "README.md", DOCS, COMPOSE_FILE]
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.environment import BUNDLED_MODEL, dataset, require
+from tests.bundled import BUNDLED_MODEL, bundled_version
+from tests.environment import dataset, require
 from tests.fixtures import run_model_server
 from tests.hardening.helpers import run_gateway
 
@@ -24,11 +25,8 @@ BATCH = 16  # the gateway's default --max-batch
 
 def _recorded() -> dict[str, float]:
     """The validation accuracy and photo count the newest bundled version records."""
-    versions = sorted(
-        (p for p in BUNDLED_MODEL.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
-    )
-    require(bool(versions), f"no bundled model version in {BUNDLED_MODEL}")
-    metrics = json.loads((versions[-1] / "metadata.json").read_text())["metrics"]
+    require(BUNDLED_MODEL.is_dir(), f"no bundled model in {BUNDLED_MODEL}")
+    metrics = json.loads((bundled_version() / "metadata.json").read_text())["metrics"]
     return {
         "accuracy": float(metrics["validation_accuracy"]),
         "images": float(metrics["evaluation"]["images"]),

@@ -1,5 +1,5 @@
 """Small requests that ask the model server for much, against a real process serving the
-bundled 224x224 model: refused before anything is expanded, and the memory of a large
+bundled model: refused before anything is expanded, and the memory of a large
 allowed batch handed back afterwards."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import base64
 import concurrent.futures
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import grpc
 import httpx
@@ -16,6 +15,8 @@ import numpy as np
 import pytest
 
 from clothing.proto.tensorflow_serving.apis import predict_pb2
+from tests.bundled import BUNDLED_MODEL as BUNDLED
+from tests.bundled import bundled_side
 from tests.fixtures import ModelServerProcess, build_test_model, run_model_server
 
 from .helpers import (
@@ -28,8 +29,7 @@ from .helpers import (
 )
 from .payloads import deep_nesting_body, empty_lists_body, shorthand_predict
 
-BUNDLED = Path(__file__).parents[2] / "models" / MODEL
-SIDE = 224
+SIDE = bundled_side()
 
 
 @pytest.fixture(scope="module")

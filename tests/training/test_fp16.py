@@ -15,7 +15,7 @@ from onnx import TensorProto
 from clothing.cli import main
 from clothing.training.half import to_float16
 from clothing.training.half_cli import accuracy_holds
-from tests.environment import BUNDLED_MODEL as BUNDLED
+from tests.bundled import BUNDLED_MODEL as BUNDLED
 from tests.environment import dataset
 from tests.fixtures import build_test_model, run_model_server
 

@@ -16,11 +16,11 @@ from PIL import Image
 from clothing.cli import main
 from clothing.training.evaluate import evaluate
 from clothing.training.quantize import calibration_photos, to_int8
+from tests.bundled import BUNDLED_INT8, bundled_version, int8_bundled
+from tests.bundled import BUNDLED_MODEL as BUNDLED
 from tests.environment import dataset
 from tests.fixtures import build_test_model, run_model_server
 
-BUNDLED = Path(__file__).resolve().parents[2] / "models" / "clothing-model"
-BUNDLED_INT8 = BUNDLED.with_name("clothing-model-int8")
 COLOURS = {
     "hat": (0, 1, 2),
     "pants": (1, 2, 0),
@@ -165,17 +165,15 @@ def test_bad_flags_and_data_are_refused(tmp_path: Path, colour_photos: Path) -> 
     assert not (tmp_path / "o").exists()
 
 
-def bundled_int8_present() -> bool:
-    return (BUNDLED_INT8 / "1" / "model.onnx").is_file()
-
-
 def test_the_bundled_int8_copy_keeps_the_contract() -> None:
-    if not bundled_int8_present():
+    if not int8_bundled():
         # `clothing up` then serves float32 (tests/test_precision_layout.py); the
         # accuracy test below shows the gate is why no copy is bundled.
         return
-    source = onnx.load(str(BUNDLED / "1" / "model.onnx"))
-    copy_file = BUNDLED_INT8 / "1" / "model.onnx"
+    source_version, copy_version = bundled_version(BUNDLED), bundled_version(BUNDLED_INT8)
+    assert copy_version.name == source_version.name  # the same version of the same model
+    source = onnx.load(str(source_version / "model.onnx"))
+    copy_file = copy_version / "model.onnx"
     assert copy_file.stat().st_size < 5 * 1024 * 1024
     copy = onnx.load(str(copy_file))
     for ours, theirs in (
@@ -183,12 +181,11 @@ def test_the_bundled_int8_copy_keeps_the_contract() -> None:
         (copy.graph.output, source.graph.output),
     ):
         assert [(v.name, v.type) for v in ours] == [(v.name, v.type) for v in theirs]
-    metadata = json.loads((BUNDLED_INT8 / "1" / "metadata.json").read_text())
+    metadata = json.loads((copy_version / "metadata.json").read_text())
     assert metadata["precision"] == "int8"
     assert metadata["name"] == "clothing-model"
-    assert (BUNDLED_INT8 / "1" / "classes.txt").read_text() == (
-        BUNDLED / "1" / "classes.txt"
-    ).read_text()
+    classes = (copy_version / "classes.txt").read_text()
+    assert classes == (source_version / "classes.txt").read_text()
 
 
 @pytest.mark.dataset
@@ -197,7 +194,7 @@ def test_an_int8_copy_is_bundled_exactly_when_it_keeps_accuracy_and_every_class_
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     photos = dataset()
-    if not bundled_int8_present():
+    if not int8_bundled():
         # None bundled: quantizing the bundled model must then fail the gate.
         output = tmp_path / "int8"
         code = main(["quantize", f"--model={BUNDLED}", f"--data={photos}", f"--output={output}"])
@@ -211,5 +208,6 @@ def test_an_int8_copy_is_bundled_exactly_when_it_keeps_accuracy_and_every_class_
     assert (source.accuracy - copy.accuracy) * 100 <= 0.5 + 1e-9
     for before, after in zip(source.per_class, copy.per_class, strict=True):
         assert (before.recall - after.recall) * 100 <= 2.0 + 1e-9, before.name
-    check = json.loads((BUNDLED_INT8 / "1" / "metadata.json").read_text())["metrics"]["int8_check"]
+    metadata = json.loads((bundled_version(BUNDLED_INT8) / "metadata.json").read_text())
+    check = metadata["metrics"]["int8_check"]
     assert check["top1_accuracy_int8"] == pytest.approx(copy.accuracy, abs=1e-4)
