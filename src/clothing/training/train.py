@@ -527,45 +527,44 @@ def loss_weights(labels: tuple[int, ...], classes: int) -> torch.Tensor:
     return len(labels) / (classes * counts)
 
 
-def train(
-    config: TrainConfig,
-    log: Callable[[str], None] = print,
-    resumed: TrainingState | None = None,
-) -> TrainResult:
-    """Run the whole training and write checkpoint, classes and history to ``config.output``.
+@dataclass(frozen=True)
+class Photos:
+    """The run's classes and labelled photos, and the hash that names them."""
 
-    ``resumed`` (from ``load_state``) carries on a run after its last finished epoch.
-    """
-    seed_everything(config.seed)
-    rng = np.random.default_rng(config.seed)
+    classes: tuple[str, ...]
+    train: LabelledImages
+    validation: LabelledImages
+    data_hash: str
+
+
+def list_photos(config: TrainConfig, resumed: TrainingState | None) -> Photos:
+    """The photos under ``config.data``; a resumed run refuses photos it did not start on."""
     classes = select_classes(config)
-    train_set = list_images(
-        config.data / "train", classes, max_per_class=config.max_images_per_class
-    )
-    validation_set = list_images(
-        config.data / "validation", classes, max_per_class=config.max_images_per_class
-    )
+    limit = config.max_images_per_class
+    train_set = list_images(config.data / "train", classes, max_per_class=limit)
+    validation_set = list_images(config.data / "validation", classes, max_per_class=limit)
     data_hash = content_hash(config.data, [*train_set.paths, *validation_set.paths])
     if resumed is not None and resumed.data_hash != data_hash:
         raise DatasetError(f"the photos under {config.data} are not the ones this run started on")
-    log(f"{len(classes)} classes, {len(train_set)} train / {len(validation_set)} validation images")
+    return Photos(classes, train_set, validation_set, data_hash)
 
-    size = config.image_size
-    split = SplitNetwork(
-        build_network(config.arch, len(classes), size, size), config.trainable_blocks
-    )
-    if config.full_epochs > 0:
-        live.frozen_modules(split.network, config.frozen_blocks)  # refuse a bad value up front
-    generator = torch.Generator().manual_seed(config.seed)
-    weight = loss_weights(train_set.labels, len(classes)) if config.balanced_loss else None
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+
+def start_run(
+    config: TrainConfig,
+    photos: Photos,
+    log: Callable[[str], None],
+    resumed: TrainingState | None,
+) -> Run:
+    """A run's shared state, seeded afresh or carried on from ``resumed``."""
     run = Run(
         config=config,
-        classes=classes,
-        summary=training_summary(config, len(train_set), len(validation_set), data_hash),
-        data_hash=data_hash,
-        rng=rng,
-        generator=generator,
+        classes=photos.classes,
+        summary=training_summary(
+            config, len(photos.train), len(photos.validation), photos.data_hash
+        ),
+        data_hash=photos.data_hash,
+        rng=np.random.default_rng(config.seed),
+        generator=torch.Generator().manual_seed(config.seed),
         progress=Progress([], 0, -1.0, {}),
         log=log,
     )
@@ -578,21 +577,65 @@ def train(
         )
         run.earlier_seconds = resumed.seconds
         log(f"resuming after epoch {len(run.progress.history)} of {run.total_epochs}")
+    return run
+
+
+def train(
+    config: TrainConfig,
+    log: Callable[[str], None] = print,
+    resumed: TrainingState | None = None,
+) -> TrainResult:
+    """Run the whole training and write checkpoint, classes and history to ``config.output``.
+
+    ``resumed`` (from ``load_state``) carries on a run after its last finished epoch.
+    """
+    seed_everything(config.seed)
+    photos = list_photos(config, resumed)
+    log(
+        f"{len(photos.classes)} classes, {len(photos.train)} train"
+        f" / {len(photos.validation)} validation images"
+    )
+    size = config.image_size
+    split = SplitNetwork(
+        build_network(config.arch, len(photos.classes), size, size), config.trainable_blocks
+    )
+    if config.full_epochs > 0:
+        live.frozen_modules(split.network, config.frozen_blocks)  # refuse a bad value up front
+    weight = (
+        loss_weights(photos.train.labels, len(photos.classes)) if config.balanced_loss else None
+    )
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    run = start_run(config, photos, log, resumed)
     try:
-        if resumed is None or resumed.stage == "cached":
-            fine_tune_cached(run, split, (train_set, validation_set), criterion, resumed)
-        if config.full_epochs > 0:
-            in_stage = resumed if resumed is not None and resumed.stage == "full" else None
-            if in_stage is None:
-                split.network.load_state_dict(run.progress.best_state)
-            inputs = LiveInputs(train_set, validation_set, criterion, generator, rng)
-            fine_tune_live(run, split.network, inputs, in_stage)
+        run_stages(run, split, photos, criterion, resumed)
     except RunPaused:
         log(f"paused; carry on with: clothing train --resume {config.output}")
     checkpoint = run.save_outputs()
     best_epoch, best_accuracy = run.progress.best_epoch, run.progress.best_accuracy
     log(f"best validation accuracy {best_accuracy:.4f} at epoch {best_epoch}; wrote {checkpoint}")
     return TrainResult(checkpoint, best_epoch, best_accuracy, run.progress.history)
+
+
+def run_stages(
+    run: Run,
+    split: SplitNetwork,
+    photos: Photos,
+    criterion: nn.Module,
+    resumed: TrainingState | None,
+) -> None:
+    """The cached stage, then the live one from the cached stage's best state.
+
+    A resumed run skips what its state says is done; ``RunPaused`` ends either stage.
+    """
+    sets = (photos.train, photos.validation)
+    if resumed is None or resumed.stage == "cached":
+        fine_tune_cached(run, split, sets, criterion, resumed)
+    if run.config.full_epochs > 0:
+        in_stage = resumed if resumed is not None and resumed.stage == "full" else None
+        if in_stage is None:
+            split.network.load_state_dict(run.progress.best_state)
+        inputs = LiveInputs(*sets, criterion, run.generator, run.rng)
+        fine_tune_live(run, split.network, inputs, in_stage)
 
 
 def fine_tune_cached(
@@ -630,25 +673,9 @@ def fine_tune_cached(
         state.restore(resumed)
         resumed.random_states.restore(run.rng, run.generator)
     else:
-        if config.head_epochs > 0:
-            views = train_features.shape[0]
-            head_history = fit_head(
-                split,
-                train=(pooled(split, train_features.flatten(0, 1)), train_labels.repeat(views)),
-                validation=(pooled(split, validation_features), validation_labels),
-                epochs=config.head_epochs,
-                label_smoothing=config.label_smoothing,
-                generator=run.generator,
-            )
-            best_head = max(record.validation_accuracy for record in head_history)
-            run.log(
-                f"classifier alone ({config.head_epochs} epochs): validation acc {best_head:.4f}"
-            )
-        # Epoch 0 is the network before fine-tuning (after the classifier warm start).
-        _, accuracy = evaluate_cached(
-            split, validation_features, validation_labels, config.batch_size
+        run.progress = warm_start(
+            run, split, (train_features, train_labels), (validation_features, validation_labels)
         )
-        run.progress = Progress([], 0, accuracy, copy.deepcopy(split.network.state_dict()))
     for epoch in range(len(run.progress.history) + 1, config.epochs + 1):
         epoch_started = time.monotonic()
         train = run_epoch(
@@ -671,3 +698,32 @@ def fine_tune_cached(
             split, validation_features, validation_labels, config.batch_size
         )
         run.end_epoch(epoch, (train, validation), epoch_started, state, split.network)
+
+
+def warm_start(
+    run: Run,
+    split: SplitNetwork,
+    train: tuple[torch.Tensor, torch.Tensor],
+    validation: tuple[torch.Tensor, torch.Tensor],
+) -> Progress:
+    """Fit the new classifier alone on pooled cached activations (``--head-epochs``).
+
+    The network after it is epoch 0, the first best state, of a new run's progress.
+    """
+    config = run.config
+    train_features, train_labels = train
+    validation_features, validation_labels = validation
+    if config.head_epochs > 0:
+        views = train_features.shape[0]
+        head_history = fit_head(
+            split,
+            train=(pooled(split, train_features.flatten(0, 1)), train_labels.repeat(views)),
+            validation=(pooled(split, validation_features), validation_labels),
+            epochs=config.head_epochs,
+            label_smoothing=config.label_smoothing,
+            generator=run.generator,
+        )
+        best_head = max(record.validation_accuracy for record in head_history)
+        run.log(f"classifier alone ({config.head_epochs} epochs): validation acc {best_head:.4f}")
+    _, accuracy = evaluate_cached(split, validation_features, validation_labels, config.batch_size)
+    return Progress([], 0, accuracy, copy.deepcopy(split.network.state_dict()))
