@@ -28,8 +28,8 @@ from clothing.model_server.errors import (
     ServingError,
     Unavailable,
 )
-from clothing.model_server.reload_config import models_from_proto
 from clothing.model_server.signatures import signature_def
+from clothing.model_server.tf_serving_config import models_from_proto
 from clothing.proto.tensorflow.core.protobuf import error_codes_pb2
 from clothing.proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
