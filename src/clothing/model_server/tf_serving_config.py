@@ -14,8 +14,10 @@ start-up, each re-read of it (``--model_config_file_poll_wait_seconds``) and
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -40,6 +42,8 @@ Policy = storage_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy
 # "tensorflow" too, so a TF Serving config file works unchanged: the model on disk is
 # ONNX either way (``clothing convert`` writes a SavedModel out as ONNX).
 SERVED_PLATFORMS = ("onnx", "tensorflow")
+_SERVED_OR_UNSET = frozenset({"", *SERVED_PLATFORMS})
+_NEWEST_ONLY = VersionPolicy("latest", num_versions=1)
 TF_SERVING_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 # REST routes a metrics path must not shadow.
 _TAKEN_PATHS = ("/v1/", "/healthz", "/readyz")
@@ -104,8 +108,9 @@ def read_model_config_file(path: Path) -> tuple[ModelConfig, ...]:
 
 
 def _check_unique(entries: Sequence[config_pb2.ModelConfig]) -> None:
-    names = [entry.name for entry in entries]
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    # One pass: a reload request may carry any number of entries.
+    counts = Counter(entry.name for entry in entries)
+    repeated = sorted(name for name, count in counts.items() if count > 1)
     if repeated:
         raise InvalidArgument(f"model {', '.join(repeated)} is listed more than once")
 
@@ -124,6 +129,8 @@ def _model(entry: config_pb2.ModelConfig, root_dir: Path | None) -> ModelConfig:
 
 def _check_platform(entry: config_pb2.ModelConfig) -> None:
     """TF Serving's rules, with an unset platform meaning ONNX (as it always has here)."""
+    if entry.model_platform in _SERVED_OR_UNSET and not entry.model_type:
+        return
     if entry.model_type != config_pb2.MODEL_TYPE_UNSPECIFIED:
         if entry.model_platform:
             raise ValueError(
@@ -132,7 +139,7 @@ def _check_platform(entry: config_pb2.ModelConfig) -> None:
         if entry.model_type != config_pb2.TENSORFLOW:
             kind = config_pb2.ModelType.Name(entry.model_type)
             raise ValueError(f"model {entry.name}: model_type {kind} is not served here")
-    elif entry.model_platform and entry.model_platform not in SERVED_PLATFORMS:
+    else:
         raise ValueError(
             f"model {entry.name}: model_platform {entry.model_platform!r} is not served here "
             f"({' or '.join(SERVED_PLATFORMS)})"
@@ -140,7 +147,7 @@ def _check_platform(entry: config_pb2.ModelConfig) -> None:
 
 
 def _base_path(entry: config_pb2.ModelConfig, root_dir: Path | None) -> Path:
-    path = Path(entry.base_path)
+    path = _path(entry.base_path)
     if path.is_absolute():
         return path
     if root_dir is None:
@@ -148,13 +155,20 @@ def _base_path(entry: config_pb2.ModelConfig, root_dir: Path | None) -> Path:
     return root_dir / path
 
 
+# A reload request may name one directory under any number of names: each Path, the
+# slowest part of reading an entry, is built once.
+_path = functools.lru_cache(maxsize=1024)(Path)
+
+
 def _policy(proto: Policy) -> VersionPolicy:
     choice = proto.WhichOneof("policy_choice")
+    if choice is None:
+        return _NEWEST_ONLY
     if choice == "all":
         return VersionPolicy("all")
     if choice == "specific":
         return VersionPolicy("specific", versions=frozenset(proto.specific.versions))
-    # latest, or no policy: TF Serving always serves at least the newest version.
+    # TF Serving always serves at least the newest version.
     return VersionPolicy("latest", num_versions=max(proto.latest.num_versions, 1))
 
 
