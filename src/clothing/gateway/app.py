@@ -36,8 +36,7 @@ from clothing.gateway.errors import (
     TooLarge,
     ValidationFailed,
 )
-from clothing.gateway.fetch import ImageFetcher, new_image_client
-from clothing.gateway.http_get import HttpGetter
+from clothing.gateway.fetch import ImageFetcher, ImageGetter, new_image_client
 from clothing.gateway.inputs import batch_inputs, describe_errors, single_input
 from clothing.gateway.metrics import GatewayMetrics
 from clothing.gateway.model_client import ModelClient
@@ -255,7 +254,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 def create_app(
     settings: GatewaySettings,
     *,
-    image_client: HttpGetter | None = None,
+    image_client: ImageGetter | None = None,
     resolver: Resolver | None = None,
 ) -> FastAPI:
     """Build the gateway; ``image_client`` and ``resolver`` let tests bring their own."""
