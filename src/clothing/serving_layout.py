@@ -348,10 +348,9 @@ def _declared_size(
     if value is None:
         raise missing("model input has no fixed height and width")
     number = value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        number = int(value)
     # JSON numbers that went through a protobuf Struct arrive as floats (224.0).
-    elif isinstance(value, float) and value.is_integer():
+    whole_float = isinstance(value, float) and value.is_integer()
+    if whole_float or (isinstance(value, str) and value.isascii() and value.isdigit()):
         number = int(value)
     if isinstance(number, bool) or not isinstance(number, int):
         raise MetadataError(f"bad input section: {key} {value!r} is not a whole number")
