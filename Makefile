@@ -19,13 +19,13 @@ $(BIN)/python:
 # tensorflow-protobuf (dev) ships a stand-in tensorflow/__init__.py and a few of
 # TensorFlow's own proto modules, and TensorFlow's files must be the ones that stay.
 $(VENV)/.installed-all: $(BIN)/python pyproject.toml $(LOCK)
-	$(PIP) -e '.[server,gateway,train,dev]'
+	$(PIP) -e '.[server,gateway,client,train,dev]'
 	$(PIP) -e '.[convert]'
 	touch $@
 
 # Only what running the system needs (no torch, no test tools).
 $(VENV)/.installed-run: $(BIN)/python pyproject.toml $(LOCK)
-	$(PIP) -e '.[server,gateway]'
+	$(PIP) -e '.[server,gateway,client]'
 	touch $@
 
 install: $(VENV)/.installed-all
@@ -109,7 +109,7 @@ quantize: install
 lock:
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install -q -e '.[server,gateway,train,dev]'
+	.lock-venv/bin/python -m pip install -q -e '.[server,gateway,client,train,dev]'
 	.lock-venv/bin/python -m pip install -q -e '.[convert]'
 	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > $(LOCK)
 	rm -rf .lock-venv

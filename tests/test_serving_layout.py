@@ -4,13 +4,21 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clothing.serving_layout import (
     CLASSES_FILE,
     METADATA_FILE,
     MODEL_FILE,
+    GraphFacts,
+    GraphTensor,
     LayoutError,
+    MetadataError,
+    ModelInterface,
+    NeedsGraph,
     declare,
+    describe_interface,
     find_model_file,
     read_declared,
     read_metadata,
@@ -107,3 +115,118 @@ def test_model_input_is_scaled_as_declared(tmp_path):
     )
     plain = info.__class__(**{**info.__dict__, "preprocessing": "none"})
     assert plain.to_model_input(pixels) is pixels
+
+
+# describe_interface: the one reader of the metadata schema, fed by files or by a server.
+
+IMAGE_IN = GraphTensor("pixels", "uint8", (-1, 30, 40, 3))
+GRAPH = GraphFacts(inputs=(IMAGE_IN,), outputs=("scores",))
+
+
+def test_a_complete_declaration_needs_no_graph():
+    declared = _declared()
+    interface = describe_interface(declared, None)
+    assert interface == ModelInterface(
+        classes=CLASSES,
+        input_name="pixels",
+        height=30,
+        width=40,
+        output_name="scores",
+        preprocessing="imagenet",
+        input_dtype="float32",
+        precision="int8",
+    )
+
+
+@pytest.mark.parametrize("missing", ["name", "dtype", "height", "width"])
+def test_an_incomplete_declaration_asks_for_the_graph(missing):
+    declared = _declared()
+    del declared["input"][missing]  # type: ignore[attr-defined]
+    with pytest.raises(NeedsGraph):
+        describe_interface(declared, None)
+    assert describe_interface(declared, GRAPH).input_name == "pixels"
+
+
+def test_the_graph_wins_where_it_is_definite():
+    declared = {"input": {"name": "other", "dtype": "float32", "height": 3, "width": 4}}
+    interface = describe_interface(declared, GRAPH)
+    assert (interface.input_name, interface.input_dtype) == ("pixels", "uint8")
+    assert (interface.height, interface.width, interface.output_name) == (30, 40, "scores")
+    assert (interface.preprocessing, interface.classes) == ("none", ())
+
+
+def test_the_declaration_fills_what_the_graph_leaves_open():
+    graph = GraphFacts(
+        inputs=(
+            GraphTensor("a", "uint8", (-1, 8, 8, 3)),
+            GraphTensor("b", "float32", (-1, -1, -1, 3)),
+        ),
+        outputs=("logits", "probabilities"),
+    )
+    # Server metadata arrives through a protobuf Struct: whole numbers as floats.
+    declared = {"input": {"name": "b", "height": 224.0, "width": "160"}, "classes": ["x", 1]}
+    interface = describe_interface(declared, graph)
+    assert (interface.input_name, interface.height, interface.width) == ("b", 224, 160)
+    assert interface.output_name == "probabilities"  # the project's name, among several
+    assert interface.preprocessing == "xception"  # a float input that says nothing
+    assert interface.classes == ("x", "1")
+
+
+@pytest.mark.parametrize(
+    ("declared", "graph", "message"),
+    [
+        ({"input": {"preprocessing": "sepia"}}, GRAPH, "unknown preprocessing 'sepia'"),
+        ({}, GraphFacts((GraphTensor("s", None, (-1,)),), ("y",)), "'s' has an unsupported dtype"),
+        ({}, GraphFacts((GraphTensor("p", "uint8", (-1, 8)),), ("y",)), r"shape \[-1, 8\]"),
+        ({}, GraphFacts((GraphTensor("p", "uint8", (-1, -1, -1, 3)),), ("y",)), "no fixed"),
+        ({}, GraphFacts((IMAGE_IN, GraphTensor("q", "uint8", ())), ("y",)), "which input"),
+        ({}, GraphFacts((IMAGE_IN,), ("x", "y")), "which output"),
+        (_declared(input_dtype="float16"), None, "dtype 'float16'"),
+        (_declared(height=True), None, "height True"),
+        (_declared(height=2.5), None, "height 2.5"),
+        (_declared(width=0), None, "width 0 is not positive"),
+        (_declared(width=[3]), None, r"width \[3\]"),
+    ],
+)
+def test_what_a_client_could_not_feed_is_a_metadata_error(declared, graph, message):
+    with pytest.raises(MetadataError, match=message):
+        describe_interface(declared, graph)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+# Values that pass, mixed with arbitrary JSON, so every check is reached.
+VALID: dict[str, list[object]] = {
+    "name": ["pixels"],
+    "dtype": ["uint8", "float32"],
+    "height": [224, 224.0, "224", float("nan"), float("inf"), -1],
+    "width": [160, 160.0, "160", "١٢"],
+    "preprocessing": ["none", "xception"],
+    "layout": ["NHWC"],
+}
+
+
+DYNAMIC = GraphFacts((GraphTensor("pixels", "float32", (-1, -1, -1, 3)),), ("scores",))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    input_section=st.fixed_dictionaries(
+        {}, optional={key: JSON | st.sampled_from(VALID[key]) for key in VALID}
+    ),
+    top=st.dictionaries(st.sampled_from(["classes", "output", "precision"]), JSON),
+    graph=st.sampled_from([None, GRAPH, DYNAMIC]),
+)
+def test_any_json_declaration_is_read_or_refused_cleanly(input_section, top, graph):
+    """A model server's model_info is network input: only MetadataError may come out."""
+    declared = {**top, "input": input_section}
+    try:
+        interface = describe_interface(declared, graph)
+    except MetadataError:
+        return
+    assert interface.height > 0
+    assert interface.width > 0
+    assert interface.input_dtype in ("uint8", "float32")

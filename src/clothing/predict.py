@@ -1,7 +1,8 @@
 """Classify one image through a running gateway and print the answer as JSON.
 
 An ``http(s)://`` argument is sent as ``{"url": ...}`` (the gateway downloads
-it); anything else is read as a local file and uploaded.
+it); anything else is read as a local file and uploaded. It needs the ``client``
+extra (httpx), which the gateway's own install does without.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import httpx
+    try:
+        import httpx
+    except ImportError:
+        print(
+            "clothing predict needs httpx: pip install -c requirements/lock.txt '.[client]'",
+            file=sys.stderr,
+        )
+        return 1
 
     endpoint = args.gateway.rstrip("/") + "/predict"
     source: str = args.source

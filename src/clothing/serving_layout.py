@@ -1,32 +1,31 @@
 """The folder layout the model server reads: ``<model_dir>/<version>/model.onnx`` and friends.
 
-``metadata.json`` says what the gateway needs to feed the model (input name,
+``metadata.json`` says what a client needs to feed the model (input name,
 dtype, size, preprocessing; output name; class names); ``classes.txt`` holds
 the class names for tools that read only it. Everything that writes a version
 (export, convert, the reduced-precision copies) or reads one back (the model
 server, evaluation, the benchmark) goes through this module: writing a version
 all at once, finding the newest one, and ``metadata.json``'s schema
-(:class:`ModelMetadata`, :func:`declare`). Light on purpose: every extra may
-import it; the preprocessing names and scaling are the gateway's
-(:mod:`clothing.gateway.imaging`), imported only when a version is read.
+(:func:`declare` writes it; :func:`describe_interface` reads it, together
+with what the model's graph says). The gateway never reads these files: it
+feeds :func:`describe_interface` with the ``model_info`` and SignatureDef a
+model server sends. Light on purpose: every extra may import it (numpy and
+ONNX Runtime are imported only where a function needs them).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import secrets
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from clothing.gateway.imaging import Preprocessing
 
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
@@ -43,6 +42,15 @@ PRECISION_BASE_PATHS = {
     "float16": "models/clothing-model-fp16",  # clothing fp16 (not bundled)
 }
 CPU_PRECISION = "int8"
+
+# How a client scales uint8 pixels before sending them (the steps themselves are
+# the gateway's: clothing.gateway.imaging.SCALING_STEPS).
+Preprocessing = Literal["none", "xception", "imagenet"]
+PREPROCESSINGS: tuple[Preprocessing, ...] = ("none", "xception", "imagenet")
+InputDtype = Literal["uint8", "float32"]
+INPUT_DTYPES: tuple[InputDtype, ...] = ("uint8", "float32")
+# The output this project's models name, picked among several when metadata names none.
+DEFAULT_OUTPUT_NAME = "probabilities"
 
 
 class LayoutError(ValueError):
@@ -210,28 +218,21 @@ def read_declared(version_dir: Path) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class ModelMetadata:
-    """The schema of ``metadata.json``: what a client feeds one model version and gets back.
+class ModelInterface:
+    """What a client feeds one model version and gets back (``metadata.json``'s schema).
 
     The file may hold more (training settings, metrics); these are the fields read back.
     """
 
-    model_file: Path
-    classes: tuple[str, ...]
+    classes: tuple[str, ...]  # empty when neither the metadata nor classes.txt lists them
     input_name: str
     height: int
     width: int
     output_name: str
     preprocessing: Preprocessing = "none"
-    input_dtype: str = "uint8"
+    input_dtype: InputDtype = "uint8"
     input_layout: str = "NHWC"
     precision: str = "float32"  # "float16" or "int8" for clothing fp16 / clothing quantize
-
-    @property
-    def version(self) -> int | None:
-        """The version folder's number; ``None`` for a model file outside the layout."""
-        name = self.model_file.parent.name
-        return int(name) if name.isdigit() else None
 
     def to_model_input(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 NHWC pixels -> what the model's input expects (the gateway's scaling)."""
@@ -242,72 +243,192 @@ class ModelMetadata:
         return scale_pixels(pixels, self.preprocessing)
 
 
-# ONNX Runtime's type names for the input dtypes metadata.json may declare.
-_GRAPH_DTYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}
+@dataclass(frozen=True)
+class ModelMetadata(ModelInterface):
+    """A version on disk: its model file and its :class:`ModelInterface`."""
+
+    model_file: Path = field(kw_only=True)
+
+    @property
+    def version(self) -> int | None:
+        """The version folder's number; ``None`` for a model file outside the layout."""
+        name = self.model_file.parent.name
+        return int(name) if name.isdigit() else None
 
 
-def read_metadata(path: str | Path, graph: Callable[[], Any] | None = None) -> ModelMetadata:
-    """Describe the model at ``path`` (see :func:`find_model_file`) from its metadata.json.
+class MetadataError(LayoutError):
+    """The declared metadata and the graph do not describe a model a client can feed."""
 
-    ``classes.txt`` supplies the classes when metadata.json lists none. What the file
-    leaves out (an old export, a model with only classes.txt) is read from the graph:
-    ``graph()`` returns an ONNX Runtime session (anything with its ``get_inputs`` and
-    ``get_outputs``); by default one is opened on the model file, only when needed.
+
+class NeedsGraph(MetadataError):
+    """The declared metadata leaves out something only the model's graph can tell."""
+
+
+@dataclass(frozen=True)
+class GraphTensor:
+    name: str
+    dtype: InputDtype | None  # None for a type no client of this project sends
+    shape: tuple[int, ...]  # -1 where a size is not fixed
+
+
+@dataclass(frozen=True)
+class GraphFacts:
+    """What a model's graph says of itself: an ONNX Runtime session's inputs and outputs
+    (:func:`onnx_graph_facts`), or the SignatureDef a model server sends."""
+
+    inputs: tuple[GraphTensor, ...]
+    outputs: tuple[str, ...]
+
+
+def describe_interface(declared: Mapping[str, Any], graph: GraphFacts | None) -> ModelInterface:
+    """A model's interface from its declared metadata and its graph; no file is read.
+
+    ``declared`` is ``metadata.json`` as written (:func:`read_declared`), or the
+    ``model_info`` a model server sends with it. The graph wins where it is definite
+    (names, dtype, fixed sizes), as for TF Serving's clients; the metadata picks among
+    several tensors, fills the sizes the graph leaves open and alone tells the
+    preprocessing and the class names. A float input with no declared preprocessing is
+    taken for a Keras Xception export. Without a graph the metadata must say everything
+    (:class:`NeedsGraph` otherwise), which spares opening a model to read it.
+    :class:`MetadataError` for anything else a client could not use.
     """
-    model_file = find_model_file(Path(path))
-    declared = read_declared(model_file.parent)
     declared_input, declared_output = _section(declared, "input"), _section(declared, "output")
-    session = functools.cache(graph or functools.partial(_open_session, model_file))
-    try:
-        if {"height", "width"} <= declared_input.keys():
-            height, width = int(declared_input["height"]), int(declared_input["width"])
-        else:
-            height, width = _graph_size(session().get_inputs()[0].shape, model_file)
-        input_name = str(declared_input.get("name") or session().get_inputs()[0].name)
-        output_name = str(declared_output.get("name") or session().get_outputs()[0].name)
-        dtype = declared_input.get("dtype") or _GRAPH_DTYPES.get(session().get_inputs()[0].type)
-    except (TypeError, ValueError) as error:
-        raise LayoutError(
-            f"{model_file.parent}/{METADATA_FILE}: bad input section: {error}"
-        ) from error
-    return ModelMetadata(
-        model_file=model_file,
-        classes=tuple(str(name) for name in declared.get("classes", [])),
+    if graph is None:
+        input_name = str(_required(declared_input, "name"))
+        dtype = _dtype(_required(declared_input, "dtype"))
+        height = _declared_size(declared_input, "height", missing=NeedsGraph)
+        width = _declared_size(declared_input, "width", missing=NeedsGraph)
+        output_name = str(_required(declared_output, "name"))
+    else:
+        tensor = _pick(graph.inputs, declared_input.get("name"), "input")
+        if tensor.dtype is None:
+            raise MetadataError(f"model input {tensor.name!r} has an unsupported dtype")
+        input_name, dtype = tensor.name, tensor.dtype
+        height, width = _image_size(tensor.shape, declared_input)
+        outputs = tuple(GraphTensor(name, None, ()) for name in graph.outputs)
+        wanted = declared_output.get("name") or DEFAULT_OUTPUT_NAME
+        output_name = _pick(outputs, wanted, "output").name
+    classes = declared.get("classes")
+    return ModelInterface(
+        classes=tuple(str(name) for name in classes) if isinstance(classes, list) else (),
         input_name=input_name,
         height=height,
         width=width,
         output_name=output_name,
-        preprocessing=_preprocessing(declared_input.get("preprocessing", "none"), model_file),
-        input_dtype=str(dtype or "uint8"),
+        preprocessing=_preprocessing(declared_input.get("preprocessing"), dtype),
+        input_dtype=dtype,
         input_layout=str(declared_input.get("layout", "NHWC")),
         precision=str(declared.get("precision", "float32")),
     )
 
 
-def _section(declared: dict[str, Any], key: str) -> dict[str, Any]:
+def _section(declared: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = declared.get(key)
-    return value if isinstance(value, dict) else {}
+    return value if isinstance(value, Mapping) else {}
+
+
+def _required(section: Mapping[str, Any], key: str) -> Any:
+    value = section.get(key)
+    if value is None or value == "":
+        raise NeedsGraph(f"the metadata gives no {key}")
+    return value
+
+
+def _dtype(value: object) -> InputDtype:
+    for dtype in INPUT_DTYPES:
+        if value == dtype:
+            return dtype
+    raise MetadataError(f"bad input section: dtype {value!r} is not one of {INPUT_DTYPES}")
+
+
+def _declared_size(
+    section: Mapping[str, Any], key: str, *, missing: type[MetadataError] = MetadataError
+) -> int:
+    value = section.get(key)
+    if value is None:
+        raise missing("model input has no fixed height and width")
+    number = value
+    # JSON numbers that went through a protobuf Struct arrive as floats (224.0).
+    whole_float = isinstance(value, float) and value.is_integer()
+    if whole_float or (isinstance(value, str) and value.isascii() and value.isdigit()):
+        number = int(value)
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise MetadataError(f"bad input section: {key} {value!r} is not a whole number")
+    if number < 1:
+        raise MetadataError(f"bad input section: {key} {value!r} is not positive")
+    return number
+
+
+def _image_size(shape: tuple[int, ...], declared_input: Mapping[str, Any]) -> tuple[int, int]:
+    if len(shape) != 4 or shape[3] not in (3, -1):
+        raise MetadataError(f"model input shape {list(shape)} is not [batch, height, width, 3]")
+    height = shape[1] if shape[1] > 0 else _declared_size(declared_input, "height")
+    width = shape[2] if shape[2] > 0 else _declared_size(declared_input, "width")
+    return height, width
+
+
+def _pick(tensors: Sequence[GraphTensor], wanted: object, kind: str) -> GraphTensor:
+    """The tensor named ``wanted``, else the only one."""
+    for tensor in tensors:
+        if tensor.name == wanted:
+            return tensor
+    if len(tensors) == 1:
+        return tensors[0]
+    raise MetadataError(f"cannot tell which {kind} to use among {sorted(t.name for t in tensors)}")
+
+
+def _preprocessing(declared: object, dtype: InputDtype) -> Preprocessing:
+    if declared is None:
+        return "none" if dtype == "uint8" else "xception"
+    for name in PREPROCESSINGS:
+        if declared == name:
+            return name
+    raise MetadataError(f"unknown preprocessing {declared!r}")
+
+
+# ONNX Runtime's type names for the input dtypes a client can send.
+_ONNX_DTYPES: dict[str, InputDtype] = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}
+
+
+def onnx_graph_facts(session: Any) -> GraphFacts:
+    """:class:`GraphFacts` of an ONNX Runtime session (anything with its ``get_inputs``
+    and ``get_outputs``); symbolic sizes become -1."""
+    return GraphFacts(
+        inputs=tuple(
+            GraphTensor(
+                item.name,
+                _ONNX_DTYPES.get(item.type),
+                tuple(d if isinstance(d, int) and d > 0 else -1 for d in item.shape),
+            )
+            for item in session.get_inputs()
+        ),
+        outputs=tuple(item.name for item in session.get_outputs()),
+    )
+
+
+def read_metadata(path: str | Path, graph: Callable[[], Any] | None = None) -> ModelMetadata:
+    """Describe the model at ``path`` (see :func:`find_model_file`) from its metadata.json.
+
+    ``classes.txt`` supplies the classes when metadata.json lists none. When the file
+    leaves something out (an old export, a model with only classes.txt), the graph is
+    read as well (:func:`describe_interface`): ``graph()`` returns an ONNX Runtime
+    session; by default one is opened on the model file, only when needed.
+    """
+    model_file = find_model_file(Path(path))
+    declared = read_declared(model_file.parent)
+    try:
+        try:
+            interface = describe_interface(declared, None)
+        except NeedsGraph:
+            session = graph() if graph is not None else _open_session(model_file)
+            interface = describe_interface(declared, onnx_graph_facts(session))
+    except MetadataError as error:
+        raise LayoutError(f"{model_file.parent}/{METADATA_FILE}: {error}") from error
+    values = {item.name: getattr(interface, item.name) for item in fields(interface)}
+    return ModelMetadata(**values, model_file=model_file)
 
 
 def _open_session(model_file: Path) -> Any:
     import onnxruntime
 
     return onnxruntime.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
-
-
-def _graph_size(shape: list[Any], model_file: Path) -> tuple[int, int]:
-    if len(shape) != 4 or not isinstance(shape[1], int) or not isinstance(shape[2], int):
-        raise LayoutError(
-            f"{model_file}: input shape {shape} is not [batch, H, W, 3] with a fixed "
-            f"height and width; add {METADATA_FILE}"
-        )
-    return shape[1], shape[2]
-
-
-def _preprocessing(declared: object, model_file: Path) -> Preprocessing:
-    from clothing.gateway.imaging import PREPROCESSINGS
-
-    for name in PREPROCESSINGS:
-        if declared == name:
-            return name
-    raise LayoutError(f"unknown preprocessing {declared!r} in {model_file.parent}")

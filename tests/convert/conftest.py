@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clothing.gateway.imaging import InputSpec, Preprocessing, prepare
+from clothing.gateway.imaging import InputSpec, prepare
+from clothing.serving_layout import Preprocessing
 from tests import environment
 from tests.fixtures import CLASSES, ModelServerProcess, run_model_server
 

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from google.protobuf import json_format, struct_pb2
 
 from clothing.gateway.errors import ModelServerError, ModelUnavailable, UpstreamTimeout
 from clothing.gateway.imaging import InputSpec
@@ -28,6 +29,7 @@ from clothing.proto.tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+from clothing.serving_layout import ModelInterface
 from clothing.tensors import from_numpy, shape_proto
 from tests.environment import require
 
@@ -217,6 +219,67 @@ async def test_metadata_that_does_not_come_in_time_is_a_timeout(
         await slow.close()
 
 
+def with_model_info(
+    response: get_model_metadata_pb2.GetModelMetadataResponse, info: dict[str, Any]
+) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    """The response with ``model_info`` as this project's model server sends it."""
+    struct = struct_pb2.Struct()
+    json_format.ParseDict(info, struct)
+    response.metadata["model_info"].Pack(struct)
+    return response
+
+
+FLOAT_IMAGE = tensor_info(types_pb2.DT_FLOAT, [-1, SIZE, SIZE, 3])
+DYNAMIC_IMAGE = tensor_info(types_pb2.DT_FLOAT, [-1, -1, -1, 3])
+
+
+@pytest.mark.parametrize(
+    ("inputs", "info", "wanted"),
+    [
+        # The signature's fixed size wins over a metadata.json that disagrees with it.
+        ({"image": IMAGE}, {"input": {"height": 99, "width": 77}}, ("image", SIZE, SIZE, "none")),
+        # model_info fills the size the signature leaves open (sent as floats by Struct).
+        (
+            {"image": DYNAMIC_IMAGE},
+            {"input": {"height": 30, "width": 40, "preprocessing": "imagenet"}},
+            ("image", 30, 40, "imagenet"),
+        ),
+        # A float model that says nothing is taken for a Keras Xception export.
+        ({"input_8": FLOAT_IMAGE}, {}, ("input_8", SIZE, SIZE, "xception")),
+        # model_info picks among several inputs.
+        ({"a": IMAGE, "b": FLOAT_IMAGE}, {"input": {"name": "b"}}, ("b", SIZE, SIZE, "xception")),
+    ],
+    ids=["signature-size-wins", "dynamic-size-from-model-info", "float-default", "named-input"],
+)
+async def test_the_signature_and_model_info_make_the_input(
+    scripted: tuple[str, Scripted],
+    client: ModelClient,
+    inputs: dict[str, meta_graph_pb2.TensorInfo],
+    info: dict[str, Any],
+    wanted: tuple[str, int, int, str],
+) -> None:
+    response = metadata({"serving_default": signature(inputs)})
+    scripted[1].metadata_answer = with_model_info(response, {"classes": ["a", "b", "c"], **info})
+    got = await client.metadata()
+    spec = got.input
+    assert (spec.name, spec.height, spec.width, spec.preprocessing) == wanted
+    assert got.classes == ("a", "b", "c")
+
+
+async def test_an_unknown_preprocessing_is_refused_unless_the_operator_names_one(
+    scripted: tuple[str, Scripted], client: ModelClient
+) -> None:
+    response = metadata({"serving_default": signature()})
+    scripted[1].metadata_answer = with_model_info(response, {"input": {"preprocessing": "sepia"}})
+    with pytest.raises(ModelServerError, match="unknown preprocessing 'sepia'"):
+        await client.metadata()
+    told = ModelClient(scripted[0], MODEL, deadline=2.0, preprocessing="imagenet")
+    try:
+        assert (await told.metadata()).input.preprocessing == "imagenet"
+    finally:
+        await told.close()
+
+
 def _bad_tensor() -> tensor_pb2.TensorProto:
     proto = from_numpy(np.zeros((1, 3), np.float32))
     proto.tensor_content = proto.tensor_content[:5]  # 5 bytes cannot be 3 float32
@@ -331,10 +394,12 @@ async def test_a_mixed_list_reaches_the_server_over_ipv6_and_mapped_ipv4() -> No
     client = ModelClient(f"[::1]:{six}, 127.0.0.1:{four}", MODEL, deadline=5.0)
     try:
         assert client.target == f"ipv6:[::1]:{six},[::ffff:7f00:1]:{four}"
-        expected = ModelInfo(MODEL, 1, InputSpec("image", SIZE, SIZE), "probabilities", None)
+        expected = ModelInfo(MODEL, 1, ModelInterface((), "image", SIZE, SIZE, "probabilities"))
         async with asyncio.timeout(30):  # round robin reaches both once both connect
             while len(servicer.peers) < 2:
-                assert await client.metadata() == expected
+                info = await client.metadata()
+                assert info == expected
+                assert info.input == InputSpec("image", SIZE, SIZE)
     finally:
         await client.close()
         await server.stop(None)

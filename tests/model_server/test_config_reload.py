@@ -9,7 +9,8 @@ import grpc
 import httpx
 import pytest
 
-from clothing.model_server.config import ModelConfig, ServerConfig, read_model_config_file
+from clothing.model_server.config import ModelConfig, ServerConfig
+from clothing.model_server.tf_serving_config import read_model_config_file
 from clothing.proto.tensorflow_serving.apis import model_management_pb2
 from tests.fixtures import build_test_model
 from tests.model_server.conftest import MODEL, Running, ServerFactory
@@ -119,7 +120,7 @@ async def test_a_broken_config_file_changes_nothing(
 
 
 def test_polling_needs_a_config_file(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="needs --model_config_file"):
+    with pytest.raises(ValueError, match="needs model_config_file"):
         ServerConfig(models=(ModelConfig(MODEL, tmp_path),), config_poll_wait_seconds=1.0)
 
 
@@ -157,10 +158,24 @@ async def test_the_reload_config_rpc_swaps_the_served_models(
 
         custom = model_management_pb2.ReloadConfigRequest()
         custom.config.custom_model_config.type_url = "type.example/whatever"
-        for bad in (custom, _reload_request(), _reload_request(("a/b", tmp_path))):
+        # Read as a --model_config_file is: a platform not served here, a relative base
+        # path (no file to be relative to) and a repeated name are refused, as in TF Serving.
+        pytorch = _reload_request((MODEL, tmp_path / "shirts"))
+        pytorch.config.model_config_list.config[0].model_platform = "pytorch"
+        relative = _reload_request((MODEL, Path("shirts")))
+        twice = _reload_request((MODEL, tmp_path / "shirts"), (MODEL, tmp_path / "shoes"))
+        for bad, problem in (
+            (custom, "custom_model_config"),
+            (_reload_request(), "needs a model_config_list"),
+            (_reload_request(("a/b", tmp_path)), "invalid model name"),
+            (pytorch, "model_platform 'pytorch' is not served here"),
+            (relative, "base_path must be an absolute path"),
+            (twice, "listed more than once"),
+        ):
             with pytest.raises(grpc.aio.AioRpcError) as invalid:
                 await running.models.HandleReloadConfigRequest(bad)
             assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert problem in str(invalid.value.details())
 
 
 async def test_the_reload_config_rpc_is_off_by_default(

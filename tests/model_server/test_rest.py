@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from clothing.model_server.config import ModelConfig
+from clothing.proto.tensorflow_serving.apis import predict_pb2
 from tests.fixtures import build_test_model, reference_probabilities
-from tests.model_server.conftest import MODEL, ServerFactory
+from tests.model_server.conftest import MODEL, Running, ServerFactory
 from tests.model_server.test_grpc import images, request_for
 
 
@@ -190,6 +191,19 @@ async def test_cors(serve: ServerFactory, base_path: Path) -> None:
         assert "access-control-allow-origin" not in other.headers
 
 
+def short_tensor(**spec: object) -> predict_pb2.PredictRequest:
+    """A Predict whose tensor holds far fewer bytes than its shape declares."""
+    request = request_for(images(1), **spec)
+    request.inputs["image"].tensor_content = b"\x00"
+    return request
+
+
+async def grpc_refusal(running: Running, request: predict_pb2.PredictRequest) -> grpc.RpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await running.predictions.Predict(request)
+    return refused.value
+
+
 async def test_refused_requests_are_counted_with_bounded_labels(
     serve: ServerFactory, base_path: Path
 ) -> None:
@@ -200,16 +214,10 @@ async def test_refused_requests_are_counted_with_bounded_labels(
         assert (await client.post(f"/v1/models/{MODEL}:predict", content=b"{")).status_code == 400
         missing = await client.post("/v1/models/random-1:predict", json={"instances": [1]})
         assert missing.status_code == 404
-        bad_tensor = request_for(images(1))
-        bad_tensor.inputs["image"].tensor_content = b"\x00"  # far fewer bytes than the shape
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await running.predictions.Predict(bad_tensor)
-        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        unknown = request_for(images(1))
-        unknown.model_spec.name = "random-2"
-        unknown.model_spec.signature_name = "made-up"
-        with pytest.raises(grpc.aio.AioRpcError):
-            await running.predictions.Predict(unknown)
+        refused = await grpc_refusal(running, short_tensor())
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+        unknown = request_for(images(1), name="random-2", signature="made-up")
+        assert (await grpc_refusal(running, unknown)).code() == grpc.StatusCode.NOT_FOUND
         text = (await client.get("/metrics")).text
     assert (
         'model_server_requests_total{code="INVALID_ARGUMENT",model="clothing-model",'
@@ -229,6 +237,28 @@ async def test_refused_requests_are_counted_with_bounded_labels(
     )
     assert "random-" not in text
     assert "made-up" not in text
+
+
+async def test_an_unknown_model_is_not_found_before_its_inputs_are_decoded(
+    serve: ServerFactory, base_path: Path
+) -> None:
+    # TF Serving holds the servable before it converts the request's tensors (RunPredict
+    # runs on the handle), so an unknown model is NOT_FOUND whatever the inputs hold.
+    # REST answered so already; gRPC used to answer INVALID_ARGUMENT for a bad tensor.
+    async with (
+        serve((ModelConfig(MODEL, base_path),)) as running,
+        httpx.AsyncClient(base_url=running.rest_url) as client,
+    ):
+        rest = await client.post("/v1/models/nope:predict", content=b"{")
+        assert rest.status_code == 404
+        assert "nope" in rest.json()["error"]
+        refused = await grpc_refusal(running, short_tensor(name="nope"))
+        assert refused.code() == grpc.StatusCode.NOT_FOUND
+        assert refused.details() == rest.json()["error"]
+        # The version is found before the inputs are decoded too.
+        refused = await grpc_refusal(running, short_tensor(version=9))
+        assert refused.code() == grpc.StatusCode.NOT_FOUND
+        assert "9" in str(refused.details())
 
 
 async def test_metrics_also_where_a_tf_serving_monitoring_config_puts_them(

@@ -26,7 +26,8 @@ BUNDLED_MODEL = venvs.ROOT / "models" / "clothing-model"
 # What each tier must not drag in: the other tiers' heavy or unneeded packages.
 FORBIDDEN = {
     "server": {"torch", "httpx", "python-multipart"},
-    "gateway": {"torch", "onnxruntime", "onnx"},
+    # The gateway downloads images with its own GET (gateway/http_get.py).
+    "gateway": {"torch", "onnxruntime", "onnx", "httpx", "httpcore"},
     "train": {"httpx", "fastapi", "uvicorn"},
 }
 

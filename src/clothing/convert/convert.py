@@ -20,12 +20,17 @@ import numpy as np
 from clothing import __version__
 from clothing.gateway.imaging import (
     InputSpec,
-    Preprocessing,
     decode_rgb,
     scale_pixels,
     to_model_row,
 )
-from clothing.serving_layout import declare, version_files, version_to_write, write_version
+from clothing.serving_layout import (
+    Preprocessing,
+    declare,
+    version_files,
+    version_to_write,
+    write_version,
+)
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4

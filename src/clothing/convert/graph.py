@@ -13,7 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from clothing.gateway.imaging import SCALING_STEPS, Preprocessing
+from clothing.gateway.imaging import SCALING_STEPS
+from clothing.serving_layout import Preprocessing
 
 _OPERATORS = {"div": "Div", "sub": "Sub"}
 

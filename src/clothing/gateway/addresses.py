@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from clothing.gateway.errors import AddressRefused, ImageHostFailed
+from clothing.gateway.errors import AddressRefused, BadRequest, ImageHostFailed
+from clothing.gateway.urls import ascii_host_name
 
 log = logging.getLogger("clothing.gateway")
 
@@ -92,7 +93,11 @@ class AllowList:
 
     @classmethod
     def parse(cls, entries: Iterable[str]) -> AllowList:
-        """Build from entries like ``images.internal``, ``10.0.0.0/8``, ``127.0.0.1``, ``::1``."""
+        """Build from entries like ``images.internal``, ``10.0.0.0/8``, ``127.0.0.1``, ``::1``.
+
+        Names are kept in the form URLs are checked in (:func:`.urls.ascii_host_name`),
+        so an international name matches its URLs whichever way either is spelled.
+        """
         hosts: set[str] = set()
         networks: list[IPNetwork] = []
         for raw in entries:
@@ -102,11 +107,12 @@ class AllowList:
             try:
                 networks.append(ipaddress.ip_network(entry, strict=False))
             except ValueError:
-                if "/" in entry or " " in entry:
+                try:
+                    hosts.add(ascii_host_name(entry).rstrip("."))
+                except BadRequest:
                     raise ValueError(
                         f"allow-list entry {raw!r} is neither a host nor a network"
                     ) from None
-                hosts.add(entry.lower().rstrip("."))
         return cls(frozenset(hosts), tuple(networks))
 
     def admits_host(self, host: str) -> bool:

@@ -1,15 +1,13 @@
 """The FastAPI layer: parse the request, call :class:`Classifier`, shape the answer.
 
-Errors are mapped in exactly one place (:func:`_error_response`); the ASGI
-middleware around the app caps the request body, counts requests per route and
-status, and turns any unexpected exception into a plain 500 without a trace.
+Errors are mapped in exactly one place (:func:`.guard.error_response`); the ASGI
+middleware around the app (:class:`.guard.Guard`) caps the request body and the
+predictions in flight, counts requests per route and status, and turns any
+unexpected exception into a plain 500 without a trace.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -23,21 +21,13 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clothing import __version__
 from clothing.gateway.addresses import AddressPolicy, AllowList, BoundedResolver, Resolver
 from clothing.gateway.api_docs import add_api_docs
-from clothing.gateway.errors import (
-    BodyTimeout,
-    GatewayError,
-    Overloaded,
-    TooLarge,
-    ValidationFailed,
-)
-from clothing.gateway.fetch import ImageFetcher, new_image_client
-from clothing.gateway.http_get import HttpGetter
+from clothing.gateway.errors import GatewayError, ValidationFailed
+from clothing.gateway.fetch import ImageFetcher, ImageGetter, new_image_client
+from clothing.gateway.guard import Guard, error_response
 from clothing.gateway.inputs import batch_inputs, describe_errors, single_input
 from clothing.gateway.metrics import GatewayMetrics
 from clothing.gateway.model_client import ModelClient
@@ -54,7 +44,6 @@ from clothing.gateway.schemas import (
 from clothing.gateway.service import Classification, Classifier
 from clothing.gateway.settings import GatewaySettings
 
-log = logging.getLogger("clothing.gateway")
 STATIC = Path(__file__).parent / "static"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
@@ -73,189 +62,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-# The body cap of every route that takes no image (GET routes send none).
-SMALL_BODY_BYTES = 64 * 1024
-
-# Overload and model-server-down answers tell clients when to come back.
-RETRY_AFTER_SECONDS = "1"
-
-
-def _error_response(error: GatewayError) -> JSONResponse:
-    headers = {"Retry-After": RETRY_AFTER_SECONDS} if error.status in (429, 503) else None
-    return JSONResponse({"error": error.to_dict()}, status_code=error.status, headers=headers)
-
-
-class _Guard:
-    """Reads the body under a deadline and within its caps, bounds the predictions in
-    flight, records metrics and answers 500 for anything unexpected.
-
-    The body is read before an in-flight slot is taken: a client that sends headers
-    and then stalls holds no slot, and gets 408 once ``body_timeout`` passes. Each
-    route's body is capped while it streams in (413), and all bodies being held
-    together are capped too (429). Past ``max_inflight`` concurrent predictions a
-    request is refused at once with 429 + Retry-After: under overload the gateway's
-    memory and latency stay bounded instead of queueing without end.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        metrics: GatewayMetrics,
-        body_caps: dict[str, int],
-        max_buffered: int,
-        body_timeout: float,
-        routes: list[BaseRoute],
-        max_inflight: int,
-    ) -> None:
-        self.app, self.metrics, self.body_caps, self.routes = app, metrics, body_caps, routes
-        self.max_buffered = max_buffered
-        self.body_timeout = body_timeout
-        self.max_inflight = max_inflight
-        self.inflight = 0
-        self.buffered = 0  # body bytes held by the requests in progress
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        send = _with_security_headers(scope, send)
-        held = [0]
-        try:
-            try:
-                body = await asyncio.wait_for(
-                    self._read_body(scope, receive, held), self.body_timeout
-                )
-            except TimeoutError:
-                await self._refuse(
-                    BodyTimeout(f"the request body did not arrive within {self.body_timeout:g} s"),
-                    scope,
-                    receive,
-                    send,
-                    started,
-                )
-                return
-            except GatewayError as error:
-                await self._refuse(error, scope, receive, send, started)
-                return
-            if body is None:
-                return  # the client went away
-            limited = str(scope.get("path", "")).startswith("/predict")
-            if limited and self.inflight >= self.max_inflight:
-                overloaded = Overloaded(f"more than {self.max_inflight} predictions in flight")
-                await self._refuse(overloaded, scope, receive, send, started)
-                return
-            self.inflight += limited
-            try:
-                await self._guarded(scope, _replay(body, receive), send, started)
-            finally:
-                self.inflight -= limited
-        finally:
-            self.buffered -= held[0]
-
-    async def _read_body(self, scope: Scope, receive: Receive, held: list[int]) -> bytes | None:
-        """The whole body, counted while it streams in: refused before the bytes are held."""
-        cap = self.body_caps.get(str(scope.get("path", "")), SMALL_BODY_BYTES)
-        announced = dict(scope["headers"]).get(b"content-length", b"")
-        if announced.isdigit() and int(announced) > cap:
-            raise TooLarge(f"request body over {cap} bytes")
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            if held[0] + len(chunk) > cap:
-                raise TooLarge(f"request body over {cap} bytes")
-            if self.buffered + len(chunk) > self.max_buffered:
-                raise Overloaded("too many request bytes in flight")
-            held[0] += len(chunk)
-            self.buffered += len(chunk)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-    async def _refuse(
-        self, error: GatewayError, scope: Scope, receive: Receive, send: Send, started: float
-    ) -> None:
-        await _error_response(error)(scope, receive, send)
-        self._record(scope, error.status, started)
-
-    async def _guarded(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
-        status = {"code": 500, "sent": False}
-
-        async def tracking_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"], status["sent"] = message["status"], True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception:
-            log.exception("unexpected error on %s", scope.get("path"))
-            if not status["sent"]:
-                body = {"error": {"code": "internal", "message": "internal error"}}
-                await JSONResponse(body, status_code=500)(scope, receive, send)
-            status["code"] = 500
-        self._record(scope, int(status["code"]), started)
-
-    def _route(self, scope: Scope) -> str:
-        """The matched route's template (never the raw path: bounded label values)."""
-        matched = getattr(scope.get("route"), "path", None)
-        if matched:
-            return str(matched)
-        for route in self.routes:  # refused before routing: match it here
-            if route.matches(scope)[0] == Match.FULL and hasattr(route, "path"):
-                return str(route.path)
-        return "unmatched"
-
-    def _record(self, scope: Scope, status: int, started: float) -> None:
-        route = self._route(scope)
-        self.metrics.requests.labels(route=route, status=str(status)).inc()
-        self.metrics.request_seconds.labels(route=route).observe(time.perf_counter() - started)
-
-
-# Every answer: browsers must not guess a type other than the one sent.
-_NOSNIFF = [(b"x-content-type-options", b"nosniff")]
-# The page: its own script and style only; photos may come from any http(s) URL the
-# user pastes, or a blob: of a dropped file; no framing (clickjacking), no <base>.
-PAGE_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; "
-    "img-src 'self' blob: data: https: http:; connect-src 'self'; "
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-_PAGE_HEADERS = [
-    (b"content-security-policy", PAGE_CSP.encode()),
-    (b"x-frame-options", b"DENY"),
-]
-
-
-def _with_security_headers(scope: Scope, send: Send) -> Send:
-    extra = _NOSNIFF + (_PAGE_HEADERS if scope.get("path") == "/" else [])
-
-    async def secured(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", []), *extra]}
-        await send(message)
-
-    return secured
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that hands the app the body already read, then the client's messages."""
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def replayed() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return replayed
-
-
 def create_app(
     settings: GatewaySettings,
     *,
-    image_client: HttpGetter | None = None,
+    image_client: ImageGetter | None = None,
     resolver: Resolver | None = None,
 ) -> FastAPI:
     """Build the gateway; ``image_client`` and ``resolver`` let tests bring their own."""
@@ -313,7 +123,7 @@ def create_app(
             allow_headers=["Content-Type"],
         )
     app.add_middleware(
-        _Guard,
+        Guard,
         metrics=metrics,
         body_caps={
             "/predict": settings.max_body_bytes,
@@ -330,11 +140,11 @@ def create_app(
 
 
 async def _on_gateway_error(_request: Request, error: GatewayError) -> JSONResponse:
-    return _error_response(error)
+    return error_response(error)
 
 
 async def _on_validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
-    return _error_response(ValidationFailed(describe_errors(error.errors())))
+    return error_response(ValidationFailed(describe_errors(error.errors())))
 
 
 async def _on_http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:

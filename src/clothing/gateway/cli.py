@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import MISSING
 from typing import Any, cast
 
-from clothing.gateway.imaging import PREPROCESSINGS
 from clothing.gateway.settings import GatewaySettings, env_name
+from clothing.serving_layout import PREPROCESSINGS
 
 _DEFAULTS = GatewaySettings.__dataclass_fields__
 

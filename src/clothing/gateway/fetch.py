@@ -2,7 +2,8 @@
 
 Each hop (the first request and every redirect, at most ``max_redirects``):
 
-1. only ``http`` and ``https`` URLs without credentials are accepted;
+1. only ``http`` and ``https`` URLs without credentials are accepted, checked
+   strictly (:mod:`.urls`);
 2. the host is resolved once and every address checked (:mod:`.addresses`);
 3. the request goes to the checked IP itself (:mod:`.http_get`, a fresh
    connection each time), with the original ``Host`` header and, for https,
@@ -20,12 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-
-import httpx
+from typing import Protocol
 
 from clothing.gateway.addresses import AddressPolicy
 from clothing.gateway.errors import (
-    AddressRefused,
     BadRequest,
     ImageHostFailed,
     TooLarge,
@@ -39,10 +38,11 @@ from clothing.gateway.http_get import (
     HttpGetError,
     HttpGetter,
     HttpGetTimeout,
+    Response,
 )
+from clothing.gateway.urls import ImageUrl, parse_image_url
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 log = logging.getLogger("clothing.gateway")
 
 
@@ -70,6 +70,24 @@ class FetchResult:
 UNREACHABLE = "the image host could not be reached"
 
 
+class ImageGetter(Protocol):
+    """The one call the fetcher makes per hop (:meth:`HttpGetter.get` answers it).
+
+    Raises :class:`HttpGetError` and its subclasses for every failure.
+    """
+
+    async def get(
+        self,
+        address: str,
+        port: int,
+        *,
+        host_header: str,
+        target: str,
+        tls_name: str | None,
+        max_bytes: int,
+    ) -> Response: ...
+
+
 def new_image_client(limits: FetchLimits) -> HttpGetter:
     """The downloader the gateway uses by default: system CA store, the limits' timeouts.
 
@@ -78,27 +96,11 @@ def new_image_client(limits: FetchLimits) -> HttpGetter:
     return HttpGetter(connect_timeout=limits.connect_timeout, read_timeout=limits.read_timeout)
 
 
-def parse_image_url(raw: str) -> httpx.URL:
-    """Validate the shape of a client-supplied URL (no network access)."""
-    try:
-        url = httpx.URL(raw)
-        host = url.host  # decoding an IDNA name may fail here, not above
-    except (httpx.InvalidURL, TypeError, ValueError) as error:  # IDNA errors are ValueErrors
-        raise BadRequest(f"not a valid URL: {error}") from None
-    if url.scheme not in _DEFAULT_PORTS:
-        raise AddressRefused(f"URL scheme {url.scheme or '(none)'!r} is refused; use http or https")
-    if not host:
-        raise BadRequest("URL has no host")
-    if url.userinfo:
-        raise BadRequest("credentials in the URL are not accepted")
-    return url
-
-
 @dataclass
 class ImageFetcher:
-    """Fetches image bytes through an injected :class:`HttpGetter`."""
+    """Fetches image bytes through an injected :class:`ImageGetter`."""
 
-    client: HttpGetter
+    client: ImageGetter
     policy: AddressPolicy = field(default_factory=AddressPolicy)
     limits: FetchLimits = field(default_factory=FetchLimits)
 
@@ -113,7 +115,7 @@ class ImageFetcher:
                 f"image host did not answer within {self.limits.total_timeout:g} s"
             ) from None
 
-    async def _follow(self, url: httpx.URL, cap: int) -> FetchResult:
+    async def _follow(self, url: ImageUrl, cap: int) -> FetchResult:
         for hop in range(self.limits.max_redirects + 1):
             response_or_next = await self._one_hop(url, cap)
             if isinstance(response_or_next, bytes):
@@ -121,17 +123,17 @@ class ImageFetcher:
             url = response_or_next
         raise ImageHostFailed(f"more than {self.limits.max_redirects} redirects")
 
-    async def _one_hop(self, url: httpx.URL, cap: int) -> bytes | httpx.URL:
+    async def _one_hop(self, url: ImageUrl, cap: int) -> bytes | ImageUrl:
         """The body, or the next URL when the answer is a redirect."""
-        port = url.port or _DEFAULT_PORTS[url.scheme]
+        port = url.connect_port
         address = await self.policy.checked_address(url.host, port, self.limits.ports)
         try:
             response = await self.client.get(
                 str(address),
                 port,
-                host_header=url.netloc.decode("ascii"),
-                target=url.raw_path.decode("ascii"),
-                tls_name=url.host if url.scheme == "https" else None,
+                host_header=url.host_header,
+                target=url.target,
+                tls_name=url.tls_name,
                 max_bytes=cap,
             )
         except BodyTooLarge as error:
@@ -154,8 +156,8 @@ class ImageFetcher:
             if not location:
                 raise ImageHostFailed("redirect without a Location header")
             try:
-                return parse_image_url(str(url.join(location)))
-            except (BadRequest, httpx.InvalidURL, ValueError):
+                return url.join(location)
+            except BadRequest:
                 raise ImageHostFailed("the image host redirected to an invalid URL") from None
         if response.status != 200:
             raise ImageHostFailed(f"image host answered HTTP {response.status}")

@@ -21,15 +21,13 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from clothing.gateway.errors import NotAnImage, TooLarge
+from clothing.serving_layout import InputDtype, Preprocessing
 
-Preprocessing = Literal["none", "xception", "imagenet"]
-PREPROCESSINGS: tuple[Preprocessing, ...] = ("none", "xception", "imagenet")
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 DEFAULT_MAX_PIXELS = 40_000_000
 # Bytes decoding one image may hold when the caller names no budget (the gateway
@@ -78,7 +76,7 @@ class InputSpec:
     name: str
     height: int
     width: int
-    dtype: Literal["uint8", "float32"] = "uint8"
+    dtype: InputDtype = "uint8"
     preprocessing: Preprocessing = "none"
 
 

@@ -21,7 +21,7 @@ from clothing.gateway.schemas import BatchRequest, PredictRequest
 from clothing.gateway.service import ImageInput
 
 # Uploads stay in memory, bounded by the per-route body caps and the bytes all bodies
-# may hold at once (app._Guard), instead of spilling past 1 MB to /tmp (a 64 MiB
+# may hold at once (guard.BodyBudget), instead of spilling past 1 MB to /tmp (a 64 MiB
 # emptyDir in the pod) where a slow upload would keep them.
 MultiPartParser.spool_max_size = 1 << 40
 

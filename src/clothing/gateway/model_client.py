@@ -11,6 +11,8 @@ What the model wants (input name, dtype, size, preprocessing, class names) is
 learned from ``GetModelMetadata``: ``model_info`` when the server offers it
 (this project's server), else the signature alone (a stock TF Serving refuses
 ``model_info`` with INVALID_ARGUMENT, so the request is repeated without it).
+Both are read by :func:`clothing.serving_layout.describe_interface`, the one
+reader of the metadata schema; the gateway never reads the model's files.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from clothing.gateway.errors import (
     ModelUnavailable,
     UpstreamTimeout,
 )
-from clothing.gateway.imaging import PREPROCESSINGS, InputSpec, Preprocessing
+from clothing.gateway.imaging import InputSpec
 from clothing.proto.tensorflow.core.framework import types_pb2
 from clothing.proto.tensorflow.core.protobuf import meta_graph_pb2
 from clothing.proto.tensorflow_serving.apis import (
@@ -44,12 +46,21 @@ from clothing.proto.tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+from clothing.serving_layout import (
+    GraphFacts,
+    GraphTensor,
+    InputDtype,
+    MetadataError,
+    ModelInterface,
+    Preprocessing,
+    describe_interface,
+)
 from clothing.tensors import TensorError, from_numpy, to_numpy
 
 T = TypeVar("T")
 log = logging.getLogger("clothing.gateway")
 
-_DTYPES = {types_pb2.DT_UINT8: "uint8", types_pb2.DT_FLOAT: "float32"}
+_DTYPES: dict[int, InputDtype] = {types_pb2.DT_UINT8: "uint8", types_pb2.DT_FLOAT: "float32"}
 _AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
@@ -98,13 +109,28 @@ def grpc_target(setting: str) -> str:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """One served version, as the gateway needs to know it."""
+    """One served version: its name and number, and what it takes and gives."""
 
     name: str
     version: int
-    input: InputSpec
-    output_name: str
-    classes: tuple[str, ...] | None
+    interface: ModelInterface
+
+    @property
+    def input(self) -> InputSpec:
+        """What each image is turned into for this model."""
+        model = self.interface
+        return InputSpec(
+            model.input_name, model.height, model.width, model.input_dtype, model.preprocessing
+        )
+
+    @property
+    def output_name(self) -> str:
+        return self.interface.output_name
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names the model server declared; empty when it declared none."""
+        return self.interface.classes
 
 
 @dataclass(frozen=True)
@@ -226,35 +252,14 @@ class ModelClient:
     def _model_info(
         self, signature: meta_graph_pb2.SignatureDef, info: dict[str, Any], version: int
     ) -> ModelInfo:
-        declared_input = _section(info, "input")
-        input_name = _pick(signature.inputs, declared_input.get("name"), "input")
-        tensor = signature.inputs[input_name]
-        dtype = _DTYPES.get(tensor.dtype)
-        if dtype is None:
-            raise ModelServerError(f"model input {input_name!r} has an unsupported dtype")
-        dims = [d.size for d in tensor.tensor_shape.dim]
-        height, width = _size(dims, declared_input)
-        declared_output = _section(info, "output")
-        output_name = _pick(
-            signature.outputs, declared_output.get("name") or "probabilities", "output"
-        )
-        preprocessing = self._preprocessing(declared_input.get("preprocessing"), dtype)
-        classes = info.get("classes")
-        return ModelInfo(
-            name=self.model_name,
-            version=version,
-            input=InputSpec(input_name, height, width, dtype, preprocessing),  # type: ignore[arg-type]
-            output_name=output_name,
-            classes=tuple(str(c) for c in classes) if isinstance(classes, list) else None,
-        )
-
-    def _preprocessing(self, declared: object, dtype: str) -> Preprocessing:
-        if self.preprocessing is not None:
-            return self.preprocessing
-        if declared in PREPROCESSINGS:
-            return declared
-        # A float model that says nothing is most likely a Keras Xception export.
-        return "none" if dtype == "uint8" else "xception"
+        if self.preprocessing is not None:  # the operator's word beats the metadata's
+            declared_input = {**_section(info, "input"), "preprocessing": self.preprocessing}
+            info = {**info, "input": declared_input}
+        try:
+            interface = describe_interface(info, _graph_facts(signature))
+        except MetadataError as error:
+            raise ModelServerError(str(error)) from None
+        return ModelInfo(self.model_name, version, interface)
 
     async def predict(self, batch: np.ndarray, info: ModelInfo) -> PredictOutcome:
         request = predict_pb2.PredictRequest(model_spec=self._spec())
@@ -305,20 +310,16 @@ def _section(info: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _pick(tensors: Any, wanted: object, kind: str) -> str:
-    names = sorted(tensors)
-    if isinstance(wanted, str) and wanted in tensors:
-        return wanted
-    if len(names) == 1:
-        return str(names[0])
-    raise ModelServerError(f"cannot tell which {kind} to use among {names}")
-
-
-def _size(dims: list[int], declared: dict[str, Any]) -> tuple[int, int]:
-    if len(dims) != 4 or dims[3] not in (3, -1):
-        raise ModelServerError(f"model input shape {dims} is not [batch, height, width, 3]")
-    height = dims[1] if dims[1] > 0 else declared.get("height")
-    width = dims[2] if dims[2] > 0 else declared.get("width")
-    if not isinstance(height, int | float) or not isinstance(width, int | float):
-        raise ModelServerError("model input has no fixed height and width")
-    return int(height), int(width)
+def _graph_facts(signature: meta_graph_pb2.SignatureDef) -> GraphFacts:
+    """The signature's tensors as :func:`describe_interface` reads a graph."""
+    return GraphFacts(
+        inputs=tuple(
+            GraphTensor(
+                name,
+                _DTYPES.get(tensor.dtype),
+                tuple(dim.size for dim in tensor.tensor_shape.dim),
+            )
+            for name, tensor in sorted(signature.inputs.items())
+        ),
+        outputs=tuple(sorted(signature.outputs)),
+    )

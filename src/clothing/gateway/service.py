@@ -17,7 +17,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -239,7 +239,7 @@ def _prepare_in_pool(
 
 
 def _with_version(info: ModelInfo, version: int) -> ModelInfo:
-    return ModelInfo(info.name, version, info.input, info.output_name, info.classes)
+    return replace(info, version=version)
 
 
 def _classification(

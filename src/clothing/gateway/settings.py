@@ -17,7 +17,8 @@ from pathlib import Path
 from clothing import cgroup
 from clothing.gateway.addresses import AllowList
 from clothing.gateway.fetch import FetchLimits
-from clothing.gateway.imaging import DEFAULT_MAX_PIXELS, PREPROCESSINGS, Preprocessing
+from clothing.gateway.imaging import DEFAULT_MAX_PIXELS
+from clothing.serving_layout import PREPROCESSINGS, Preprocessing
 
 MB = 1024 * 1024
 

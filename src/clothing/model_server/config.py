@@ -1,24 +1,20 @@
-"""Settings of the model server, validated at start-up.
+"""Settings of the model server, validated when built.
 
-Flag names follow TF Serving's. Models come from ``--model_name`` /
-``--model_base_path`` (or the ``MODEL_NAME`` / ``MODEL_BASE_PATH`` variables the
-TF Serving image reads) or from a ``--model_config_file`` in TF Serving's text
-format. Invalid settings raise :class:`ValueError` with a message for the user.
+Field names follow TF Serving's flags where there is one. Invalid settings raise
+:class:`ValueError`; a :class:`InvalidSetting` names its fields, so the command line
+(``model_server.cli``) can name them as the flags they came from. Reading TF Serving's
+config files into these classes is ``model_server.tf_serving_config``'s job.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from clothing.cgroup import available_cpus
-from clothing.model_server import textproto
-
-log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Each served model costs a session, a metric series and a /readyz entry.
@@ -32,6 +28,29 @@ DEFAULT_MAX_BATCH_ROWS = 64
 # rather than queueing work (and its memory) without bound.
 DEFAULT_MAX_CONCURRENT_RPCS = 128
 DEFAULT_MAX_CONCURRENT_REST = 16
+
+
+class InvalidSetting(ValueError):
+    """A setting out of bounds. The message names fields as ``{field}`` placeholders
+    (``"{port} and {rest_api_port} must differ"``), so a front end can say them its own
+    way; ``str()`` says them as the field names."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        super().__init__(self.naming(lambda field_name: field_name))
+
+    def naming(self, name: Callable[[str], str]) -> str:
+        """The message with every field said as ``name(field)``."""
+        return self.template.format_map(_Names(name))
+
+
+class _Names(dict[str, str]):
+    def __init__(self, name: Callable[[str], str]) -> None:
+        super().__init__()
+        self.name = name
+
+    def __missing__(self, key: str) -> str:
+        return self.name(key)
 
 
 @dataclass(frozen=True)
@@ -198,9 +217,9 @@ class ServerConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     cors_origins: tuple[str, ...] = ()
     # Where the REST port also serves the Prometheus metrics (TF Serving's
-    # --monitoring_config_file); /metrics always does.
+    # MonitoringConfig); /metrics always does.
     prometheus_path: str | None = None
-    # The --model_config_file the models came from, re-read every
+    # The ModelServerConfig text file the models came from, re-read every
     # config_poll_wait_seconds when that is above 0.
     model_config_file: Path | None = None
     config_poll_wait_seconds: float = 0.0
@@ -219,233 +238,41 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         if not self.models:
-            raise ValueError(
-                "no model to serve: pass --model_name and --model_base_path "
-                "(or MODEL_NAME / MODEL_BASE_PATH), or --model_config_file"
-            )
-        names = [m.name for m in self.models]
-        if len(set(names)) != len(names):
-            raise ValueError(f"model names repeat: {names}")
-        for port in (self.port, self.rest_api_port):
+            raise ValueError("no model to serve")
+        for field_name in ("port", "rest_api_port"):
+            port = getattr(self, field_name)
             if not 0 <= port <= 65535:
-                raise ValueError(f"port {port} out of range")
+                raise InvalidSetting(f"{{{field_name}}} {port} is out of range (0-65535)")
         if self.port == self.rest_api_port and self.port != 0:
-            raise ValueError("--port and --rest_api_port must differ")
-        if self.poll_wait_seconds < 0:
-            raise ValueError("--file_system_poll_wait_seconds must be >= 0")
-        if self.config_poll_wait_seconds < 0:
-            raise ValueError("--model_config_file_poll_wait_seconds must be >= 0")
+            raise InvalidSetting("{port} and {rest_api_port} must differ")
+        for field_name in (
+            "poll_wait_seconds",
+            "config_poll_wait_seconds",
+            "shutdown_grace_seconds",
+        ):
+            if getattr(self, field_name) < 0:
+                raise InvalidSetting(f"{{{field_name}}} must be >= 0")
         if self.config_poll_wait_seconds > 0 and self.model_config_file is None:
-            raise ValueError("--model_config_file_poll_wait_seconds needs --model_config_file")
-        if self.shutdown_grace_seconds < 0:
-            raise ValueError("--shutdown_grace_seconds must be >= 0")
+            raise InvalidSetting("{config_poll_wait_seconds} needs {model_config_file}")
         if self.max_message_bytes < 1024:
-            raise ValueError("--max_message_bytes must be at least 1024")
+            raise InvalidSetting("{max_message_bytes} must be at least 1024")
         self._check_limits()
 
     def _check_limits(self) -> None:
-        for flag, value in (
-            ("--max_models", self.max_models),
-            ("--max_batch_rows", self.max_batch_rows),
-            ("--max_concurrent_rpcs", self.max_concurrent_rpcs),
-            ("--rest_max_concurrent_requests", self.max_concurrent_rest),
+        for field_name in (
+            "max_models",
+            "max_batch_rows",
+            "max_concurrent_rpcs",
+            "max_concurrent_rest",
         ):
-            if value < 1:
-                raise ValueError(f"{flag} must be >= 1")
+            if getattr(self, field_name) < 1:
+                raise InvalidSetting(f"{{{field_name}}} must be >= 1")
         if len(self.models) > self.max_models:
-            raise ValueError(f"{len(self.models)} models configured, over --max_models")
+            raise InvalidSetting(f"{len(self.models)} models configured, over {{max_models}}")
 
     @property
     def model_roots(self) -> tuple[Path, ...]:
-        """Where the reload RPC may load from: the flag's roots, else the parents of
+        """Where the reload RPC may load from: allowed_model_roots, else the parents of
         the models configured at start (resolved, so ``..`` and links cannot escape)."""
         roots = self.allowed_model_roots or tuple(m.base_path.parent for m in self.models)
         return tuple(dict.fromkeys(root.resolve() for root in roots))
-
-
-def _one(message: textproto.Message, name: str, default: object = None) -> object:
-    values = message.get(name, [])
-    return values[-1] if values else default
-
-
-def _wrapped_int(message: textproto.Message, name: str) -> int | None:
-    """``max_batch_size { value: 32 }`` (a wrapper message) or ``max_batch_size: 32``."""
-    value = _one(message, name)
-    if isinstance(value, dict):
-        value = _one(value, "value")
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    return value
-
-
-# TF Serving fields a config file may carry that change nothing here: inputs are
-# never padded along other axes, every model has its own threads, and requests
-# are never split (one larger than max_batch_size runs alone).
-IGNORED_BATCHING_PARAMETERS = frozenset(
-    {
-        "pad_variable_length_inputs",
-        "thread_pool_name",
-        "enable_large_batch_splitting",
-        "max_execution_batch_size",
-    }
-)
-
-
-def parse_batching_parameters(text: str, base: BatchingConfig) -> BatchingConfig:
-    """Read a TF Serving ``--batching_parameters_file`` over ``base``."""
-    message = textproto.parse(text)
-    known = {
-        "max_batch_size",
-        "batch_timeout_micros",
-        "max_enqueued_batches",
-        "num_batch_threads",
-        "allowed_batch_sizes",
-        *IGNORED_BATCHING_PARAMETERS,
-    }
-    unknown = set(message) - known
-    if unknown:
-        raise ValueError(f"unknown batching parameters: {', '.join(sorted(unknown))}")
-    values = {
-        name: _wrapped_int(message, name)
-        for name in (
-            "max_batch_size",
-            "batch_timeout_micros",
-            "max_enqueued_batches",
-            "num_batch_threads",
-        )
-    }
-    merged = {
-        name: getattr(base, name) if value is None else value for name, value in values.items()
-    }
-    allowed: list[int] = []
-    for size in message.get("allowed_batch_sizes", []):
-        if not isinstance(size, int) or isinstance(size, bool):
-            raise ValueError(f"allowed_batch_sizes must be integers, got {size!r}")
-        allowed.append(size)
-    ignored = sorted(set(message) & IGNORED_BATCHING_PARAMETERS)
-    if ignored:
-        log.warning("batching parameter(s) %s have no effect here", ", ".join(ignored))
-    return BatchingConfig(
-        **merged,
-        allowed_batch_sizes=tuple(allowed) or base.allowed_batch_sizes,
-    )
-
-
-def _policy(message: textproto.Message | None) -> VersionPolicy:
-    if not message:
-        return VersionPolicy()
-    if "all" in message:
-        return VersionPolicy("all")
-    specific = _one(message, "specific")
-    if isinstance(specific, dict):
-        versions = specific.get("versions", [])
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in versions):
-            raise ValueError("model_version_policy specific versions must be integers")
-        return VersionPolicy("specific", versions=frozenset(int(v) for v in versions))
-    latest = _one(message, "latest")
-    if isinstance(latest, dict):
-        count = _one(latest, "num_versions", 1)
-        if not isinstance(count, int):
-            raise ValueError("model_version_policy latest num_versions must be an integer")
-        return VersionPolicy("latest", num_versions=count)
-    raise ValueError(f"unknown model_version_policy {sorted(message)}")
-
-
-def read_flag_file(path: Path, flag: str) -> str:
-    """The text of the file ``flag`` names; ValueError (naming the flag) if unreadable."""
-    try:
-        return path.read_text()
-    except OSError as error:
-        raise ValueError(f"cannot read {flag}: {error}") from None
-
-
-def read_model_config_file(path: Path) -> tuple[ModelConfig, ...]:
-    """The models a ``--model_config_file`` names; base paths are relative to the file."""
-    text = read_flag_file(path, "--model_config_file")
-    return parse_model_config(text, relative_to=path.parent)
-
-
-def parse_model_config(text: str, relative_to: Path | None = None) -> tuple[ModelConfig, ...]:
-    """Read TF Serving's ``model_config_list { config { ... } }`` text."""
-    message = textproto.parse(text)
-    config_list = _one(message, "model_config_list")
-    if not isinstance(config_list, dict):
-        raise ValueError("the model config file needs a model_config_list { ... } block")
-    models = []
-    for entry in config_list.get("config", []):
-        if not isinstance(entry, dict):
-            raise ValueError("model_config_list config entries must be messages")
-        name = _one(entry, "name")
-        base_path = _one(entry, "base_path")
-        if not isinstance(name, str) or not isinstance(base_path, str):
-            raise ValueError("every model config needs a name and a base_path")
-        platform = _one(entry, "model_platform", "onnx")
-        if platform not in ("onnx", "tensorflow"):
-            raise ValueError(f"model {name}: model_platform {platform!r} is not served here")
-        labels: dict[str, int] = {}
-        for pair in entry.get("version_labels", []):
-            if not isinstance(pair, dict):
-                raise ValueError(f"model {name}: version_labels entries are key/value pairs")
-            key, value = _one(pair, "key"), _one(pair, "value")
-            if not isinstance(key, str) or not isinstance(value, int):
-                raise ValueError(f"model {name}: version_labels need a string key and int value")
-            labels[key] = value
-        policy_message = _one(entry, "model_version_policy")
-        path = Path(base_path)
-        if not path.is_absolute() and relative_to is not None:
-            path = relative_to / path
-        models.append(
-            ModelConfig(
-                name=name,
-                base_path=path,
-                policy=_policy(policy_message if isinstance(policy_message, dict) else None),
-                labels=labels,
-            )
-        )
-    if not models:
-        raise ValueError("the model config file lists no model")
-    return tuple(models)
-
-
-def parse_channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
-    """TF Serving's ``--grpc_channel_arguments``: ``key=value`` pairs, comma separated."""
-    pairs: list[tuple[str, int | str]] = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--grpc_channel_arguments: {item!r} is not key=value")
-        value = value.strip()
-        pairs.append((key.strip(), int(value) if value.lstrip("-").isdigit() else value))
-    return tuple(pairs)
-
-
-TF_SERVING_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
-_TAKEN_PATHS = ("/v1/", "/healthz", "/readyz")
-
-
-def parse_monitoring_config(text: str) -> str | None:
-    """The metrics path a TF Serving ``--monitoring_config_file`` asks for, or None.
-
-    ``prometheus_config { enable: true path: "..." }``; without ``path``, TF
-    Serving's own default. A disabled or absent ``prometheus_config`` gives None.
-    """
-    message = textproto.parse(text)
-    unknown = set(message) - {"prometheus_config"}
-    if unknown:
-        raise ValueError(f"unknown monitoring config fields: {', '.join(sorted(unknown))}")
-    prometheus = _one(message, "prometheus_config", {})
-    if not isinstance(prometheus, dict):
-        raise ValueError("prometheus_config must be a message: prometheus_config { ... }")
-    unknown = set(prometheus) - {"enable", "path"}
-    if unknown:
-        raise ValueError(f"unknown prometheus_config fields: {', '.join(sorted(unknown))}")
-    if _one(prometheus, "enable", False) is not True:
-        return None
-    path = _one(prometheus, "path", "") or TF_SERVING_PROMETHEUS_PATH
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise ValueError(f"prometheus_config path must start with /, got {path!r}")
-    if path.startswith(_TAKEN_PATHS):
-        raise ValueError(f"prometheus_config path {path} would hide an API route")
-    return path

@@ -4,6 +4,12 @@ gRPC and REST both convert their messages to numpy arrays and plain values,
 call this module and convert back; nothing here sees a protobuf or a FastAPI
 object. Inputs are checked against the signature so that a bad request gets a
 message naming what the model expects.
+
+A Predict's inputs can only be decoded once its version is chosen (REST bounds
+its JSON by the signature), so a transport hands :meth:`Dataplane.predict` a
+:class:`PredictRequest` to decode rather than arrays: the version is resolved
+once, in one place, and a request refused while it is decoded is counted like
+any other answer without the transport having to remember to.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,6 +41,39 @@ log = logging.getLogger(__name__)
 UNKNOWN_LABEL = "(unknown)"
 DEFAULT_SIGNATURE = "serving_default"
 METADATA_FIELDS = ("signature_def", "model_info")
+
+
+@dataclass(frozen=True)
+class PredictTarget:
+    """What a Predict asks for besides its inputs: a version or label (or neither), and
+    which outputs (all when empty)."""
+
+    version: int | None = None
+    label: str | None = None
+    output_filter: tuple[str, ...] = ()
+
+
+class PredictRequest(Protocol):
+    """One Predict as a transport received it, decoded when the core asks.
+
+    :meth:`Dataplane.predict` calls :meth:`receive`, resolves the version, then calls
+    :meth:`decode` with that version's signature; a refusal from either is counted
+    with the rest.
+    """
+
+    @property
+    def signature_name(self) -> str:
+        """The signature asked for, as far as known ("" is the default; REST learns
+        it only once :meth:`decode` has parsed the body)."""
+        ...
+
+    async def receive(self) -> PredictTarget:
+        """Everything needed before a version is held (REST reads its body here)."""
+        ...
+
+    async def decode(self, signature: Signature) -> Mapping[str, np.ndarray]:
+        """The inputs as arrays, bounded by what ``signature`` can take."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -110,6 +149,29 @@ def validate_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> N
             )
 
 
+def _check_output_filter(signature: Signature, output_filter: Sequence[str]) -> None:
+    known_outputs = [spec.name for spec in signature.outputs]
+    unknown = sorted(set(output_filter) - set(known_outputs))
+    if unknown:
+        raise InvalidArgument(
+            f"output_filter names unknown output(s) {', '.join(unknown)}; "
+            f"outputs: {', '.join(known_outputs)}"
+        )
+
+
+@dataclass
+class _Observed:
+    """A Predict being served: the version label once its inputs are decoded, and the
+    time its latency counts from (then too)."""
+
+    version: str = "none"
+    started: float = 0.0
+
+    def accept(self, version: int) -> None:
+        self.version = str(version)
+        self.started = time.perf_counter()
+
+
 class Dataplane:
     """Requests in plain values; answers in plain values; errors as ServingError."""
 
@@ -129,13 +191,12 @@ class Dataplane:
         }
 
     @contextlib.contextmanager
-    def _observe(self, model: str, signature: str, transport: str) -> Iterator[list[str]]:
-        """Count and time one request; the caller fills in the version it served."""
-        version = ["none"]
-        started = time.perf_counter()
+    def _observe(self, model: str, request: PredictRequest, transport: str) -> Iterator[_Observed]:
+        """Count every Predict, refused or not, and time those that succeed."""
+        observed = _Observed()
         code = "OK"
         try:
-            yield version
+            yield observed
         except ServingError as error:
             code = error.code.grpc_name
             raise
@@ -143,44 +204,31 @@ class Dataplane:
             code = "INTERNAL"
             raise
         finally:
-            labels = self._labels(model, version[0], signature, transport)
+            signature = request.signature_name or DEFAULT_SIGNATURE
+            labels = self._labels(model, observed.version, signature, transport)
             self.metrics.requests.labels(**labels, code=code).inc()
             if code == "OK":
-                self.metrics.latency.labels(**labels).observe(time.perf_counter() - started)
-
-    def count_refused(self, model: str, signature_name: str, transport: str, code: str) -> None:
-        """Count a Predict refused while its body was decoded, before :meth:`predict`."""
-        labels = self._labels(model, "none", signature_name or DEFAULT_SIGNATURE, transport)
-        self.metrics.requests.labels(**labels, code=code).inc()
+                self.metrics.latency.labels(**labels).observe(
+                    time.perf_counter() - observed.started
+                )
 
     async def predict(
-        self,
-        model: str,
-        inputs: Mapping[str, np.ndarray],
-        *,
-        version: int | None = None,
-        label: str | None = None,
-        signature_name: str = "",
-        output_filter: Sequence[str] = (),
-        transport: str = "grpc",
+        self, model: str, request: PredictRequest, *, transport: str
     ) -> PredictResult:
-        signature_label = signature_name or DEFAULT_SIGNATURE
-        with self._observe(model, signature_label, transport) as served:
-            async with self.repository.lease(model, version, label) as chosen:
-                served[0] = str(chosen.version)
-                signature_name = check_signature_name(signature_name)
+        """Resolve the version once, decode the request against it, check and run it."""
+        with self._observe(model, request, transport) as observed:
+            target = await request.receive()
+            async with self.repository.lease(model, target.version, target.label) as chosen:
                 signature = self._signature(chosen)
+                inputs = await request.decode(signature)
+                # A request refused while decoded keeps version "none": no version took it.
+                observed.accept(chosen.version)
+                signature_name = check_signature_name(request.signature_name)
                 validate_inputs(signature, inputs)
-                known_outputs = [spec.name for spec in signature.outputs]
-                unknown = sorted(set(output_filter) - set(known_outputs))
-                if unknown:
-                    raise InvalidArgument(
-                        f"output_filter names unknown output(s) {', '.join(unknown)}; "
-                        f"outputs: {', '.join(known_outputs)}"
-                    )
+                _check_output_filter(signature, target.output_filter)
                 outputs = await self._run(chosen, inputs)
-            if output_filter:
-                outputs = {name: outputs[name] for name in output_filter}
+            if target.output_filter:
+                outputs = {name: outputs[name] for name in target.output_filter}
             return PredictResult(model, chosen.version, signature_name, outputs)
 
     def _signature(self, chosen: ModelVersion) -> Signature:

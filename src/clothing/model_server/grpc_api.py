@@ -3,14 +3,15 @@
 Each method converts the request, calls :class:`~clothing.model_server.core.Dataplane`
 and converts back. Errors are mapped to gRPC status codes in one place, the
 :func:`_grpc_errors` decorator; unknown exceptions become INTERNAL without
-details.
+details. Requests in flight are counted by an interceptor, :class:`_CountInFlight`,
+as the REST side counts them in a middleware.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -19,8 +20,16 @@ from google.protobuf import any_pb2, json_format, struct_pb2
 from google.protobuf.message import DecodeError
 
 from clothing import tensors
+from clothing.model_server.backend import Signature
 from clothing.model_server.config import DEFAULT_MAX_BATCH_ROWS, ModelConfig
-from clothing.model_server.core import Dataplane, MetadataResult, check_rows
+from clothing.model_server.core import (
+    Dataplane,
+    MetadataResult,
+    PredictResult,
+    PredictTarget,
+    VersionStatus,
+    check_rows,
+)
 from clothing.model_server.errors import (
     INTERNAL_MESSAGE,
     InvalidArgument,
@@ -28,8 +37,9 @@ from clothing.model_server.errors import (
     ServingError,
     Unavailable,
 )
-from clothing.model_server.reload_config import models_from_proto
-from clothing.model_server.signatures import signature_def
+from clothing.model_server.metrics import ServerMetrics
+from clothing.model_server.signatures import signature_def_map
+from clothing.model_server.tf_serving_config import models_from_proto
 from clothing.proto.tensorflow.core.protobuf import error_codes_pb2
 from clothing.proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -44,7 +54,7 @@ from clothing.proto.tensorflow_serving.util import status_pb2
 
 log = logging.getLogger(__name__)
 
-Servicer = TypeVar("Servicer", bound="_Base")
+Servicer = TypeVar("Servicer")
 Handler = Callable[[Servicer, Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
@@ -53,8 +63,6 @@ def _grpc_errors(method: Handler[Servicer]) -> Handler[Servicer]:
 
     @functools.wraps(method)
     async def wrapper(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        inflight = self.dataplane.metrics.inflight.labels(transport="grpc")
-        inflight.inc()
         try:
             if isinstance(request, Undecodable):
                 raise InvalidArgument(request.message)
@@ -66,8 +74,6 @@ def _grpc_errors(method: Handler[Servicer]) -> Handler[Servicer]:
         except Exception:
             log.exception("gRPC %s failed", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
-        finally:
-            inflight.dec()
 
     return wrapper
 
@@ -89,9 +95,8 @@ def _tolerant(deserializer: Callable[[bytes], Any], method: str) -> Callable[[by
     return parse
 
 
-class _DecodeErrorsAsInvalidArgument(grpc.aio.ServerInterceptor):
-    """grpcio answers UNKNOWN (naming a Python class) when a request does not parse;
-    this hands the method a marker instead, so it answers INVALID_ARGUMENT."""
+class _HandlerInterceptor(grpc.aio.ServerInterceptor):
+    """Rewrites the handler grpcio found for each call; subclasses say how."""
 
     async def intercept_service(
         self,
@@ -99,11 +104,41 @@ class _DecodeErrorsAsInvalidArgument(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or handler.request_deserializer is None:
+        if handler is None:
             return handler
-        method = str(details.method).rsplit("/", 1)[-1]
+        return self.rewrite(handler, str(details.method).rsplit("/", 1)[-1])
+
+    def rewrite(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+
+class _DecodeErrorsAsInvalidArgument(_HandlerInterceptor):
+    """grpcio answers UNKNOWN (naming a Python class) when a request does not parse;
+    this hands the method a marker instead, so it answers INVALID_ARGUMENT."""
+
+    def rewrite(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if handler.request_deserializer is None:
+            return handler
         tolerant = _tolerant(handler.request_deserializer, method)
         return handler._replace(request_deserializer=tolerant)
+
+
+class _CountInFlight(_HandlerInterceptor):
+    """Counts every RPC in ``model_server_inflight_requests`` while its method runs."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self._gauge = metrics.inflight.labels(transport="grpc")
+
+    def rewrite(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if handler.unary_unary is None:
+            return handler
+        run = handler.unary_unary
+
+        async def counted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            with self._gauge.track_inprogress():
+                return await run(request, context)
+
+        return handler._replace(unary_unary=counted)
 
 
 def spec_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
@@ -123,10 +158,7 @@ def metadata_response(result: MetadataResult) -> get_model_metadata_pb2.GetModel
     for field in result.fields:
         packed = any_pb2.Any()
         if field == "signature_def":
-            signature_map = get_model_metadata_pb2.SignatureDefMap()
-            for name, signature in result.signatures.items():
-                signature_map.signature_def[name].CopyFrom(signature_def(signature))
-            packed.Pack(signature_map)
+            packed.Pack(signature_def_map(result.signatures))
         else:
             info = struct_pb2.Struct()
             json_format.ParseDict(result.info, info)
@@ -147,12 +179,87 @@ def declared_bytes(proto: Any) -> int:
     return count * tensors.numpy_dtype(proto.dtype).itemsize
 
 
-class _Base:
+def decode_inputs(
+    request: predict_pb2.PredictRequest, *, max_tensor_bytes: int | None, max_rows: int
+) -> dict[str, np.ndarray]:
+    """The request's tensors as arrays; sizes are checked on the declared shapes first."""
+    inputs: dict[str, np.ndarray] = {}
+    for name, proto in request.inputs.items():
+        try:
+            # Both on the declared shape: the one-value shorthand is not expanded yet.
+            if proto.tensor_shape.dim:
+                check_rows(name, int(proto.tensor_shape.dim[0].size), max_rows)
+            size = declared_bytes(proto)
+            if max_tensor_bytes is not None and size > max_tensor_bytes:
+                raise InvalidArgument(
+                    f"input {name}: shape {[int(d.size) for d in proto.tensor_shape.dim]} "
+                    f"needs {size} bytes, over the {max_tensor_bytes}-byte limit"
+                )
+            inputs[name] = tensors.to_numpy(proto)
+        except tensors.TensorError as error:
+            raise InvalidArgument(f"input {name}: {error}") from None
+    return inputs
+
+
+class _GrpcPredict:
+    """A PredictRequest as :meth:`Dataplane.predict` decodes it."""
+
+    def __init__(
+        self, request: predict_pb2.PredictRequest, *, max_tensor_bytes: int | None, max_rows: int
+    ) -> None:
+        self._request = request
+        self._max_tensor_bytes = max_tensor_bytes
+        self._max_rows = max_rows
+        self.signature_name = request.model_spec.signature_name
+
+    async def receive(self) -> PredictTarget:
+        version, label = spec_choice(self._request.model_spec)
+        return PredictTarget(version, label, tuple(self._request.output_filter))
+
+    async def decode(self, signature: Signature) -> dict[str, np.ndarray]:
+        # Tensor protos carry their own dtype and shape; the core checks them against
+        # the signature once decoded.
+        return decode_inputs(
+            self._request, max_tensor_bytes=self._max_tensor_bytes, max_rows=self._max_rows
+        )
+
+
+def predict_response(
+    result: PredictResult, *, use_tensor_content: bool
+) -> predict_pb2.PredictResponse:
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = result.model
+    response.model_spec.version.value = result.version
+    response.model_spec.signature_name = result.signature_name
+    for name, array in result.outputs.items():
+        response.outputs[name].CopyFrom(
+            tensors.from_numpy(array, use_tensor_content=use_tensor_content)
+        )
+    return response
+
+
+def status_response(
+    statuses: Sequence[VersionStatus],
+) -> get_model_status_pb2.GetModelStatusResponse:
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for status in statuses:
+        response.model_version_status.add(
+            version=status.version,
+            state=get_model_status_pb2.ModelVersionStatus.State.Value(status.state),
+            status=status_pb2.StatusProto(
+                error_code=error_codes_pb2.Code.Value(status.error_code),
+                error_message=status.error_message,
+            ),
+        )
+    return response
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(
         self,
         dataplane: Dataplane,
         *,
-        response_tensor_content: bool = False,  # only Predict answers with tensors
+        response_tensor_content: bool = False,
         max_tensor_bytes: int | None = None,
         max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
     ) -> None:
@@ -161,57 +268,15 @@ class _Base:
         self.max_tensor_bytes = max_tensor_bytes
         self.max_batch_rows = max_batch_rows
 
-
-class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceServicer):
-    def _decode_inputs(self, request: predict_pb2.PredictRequest) -> dict[str, np.ndarray]:
-        inputs: dict[str, np.ndarray] = {}
-        for name, proto in request.inputs.items():
-            try:
-                # Both on the declared shape: the one-value shorthand is not expanded yet.
-                if proto.tensor_shape.dim:
-                    check_rows(name, int(proto.tensor_shape.dim[0].size), self.max_batch_rows)
-                size = declared_bytes(proto)
-                if self.max_tensor_bytes is not None and size > self.max_tensor_bytes:
-                    raise InvalidArgument(
-                        f"input {name}: shape {[int(d.size) for d in proto.tensor_shape.dim]} "
-                        f"needs {size} bytes, over the {self.max_tensor_bytes}-byte limit"
-                    )
-                inputs[name] = tensors.to_numpy(proto)
-            except tensors.TensorError as error:
-                raise InvalidArgument(f"input {name}: {error}") from None
-        return inputs
-
     @_grpc_errors
     async def Predict(
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> predict_pb2.PredictResponse:
-        spec = request.model_spec
-        try:
-            version, label = spec_choice(spec)
-            inputs = self._decode_inputs(request)
-        except ServingError as error:
-            self.dataplane.count_refused(
-                spec.name, spec.signature_name, "grpc", error.code.grpc_name
-            )
-            raise
-        result = await self.dataplane.predict(
-            request.model_spec.name,
-            inputs,
-            version=version,
-            label=label,
-            signature_name=request.model_spec.signature_name,
-            output_filter=list(request.output_filter),
-            transport="grpc",
+        call = _GrpcPredict(
+            request, max_tensor_bytes=self.max_tensor_bytes, max_rows=self.max_batch_rows
         )
-        response = predict_pb2.PredictResponse()
-        response.model_spec.name = result.model
-        response.model_spec.version.value = result.version
-        response.model_spec.signature_name = result.signature_name
-        for name, array in result.outputs.items():
-            response.outputs[name].CopyFrom(
-                tensors.from_numpy(array, use_tensor_content=self.response_tensor_content)
-            )
-        return response
+        result = await self.dataplane.predict(request.model_spec.name, call, transport="grpc")
+        return predict_response(result, use_tensor_content=self.response_tensor_content)
 
     @_grpc_errors
     async def GetModelMetadata(
@@ -229,9 +294,9 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
 Reload = Callable[[tuple[ModelConfig, ...]], Awaitable[list[str]]]
 
 
-class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, dataplane: Dataplane, *, reload: Reload | None) -> None:
-        super().__init__(dataplane)
+        self.dataplane = dataplane
         self.reload = reload
 
     @_grpc_errors
@@ -261,17 +326,7 @@ class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
     ) -> get_model_status_pb2.GetModelStatusResponse:
         version, label = spec_choice(request.model_spec)
         statuses = self.dataplane.status(request.model_spec.name, version=version, label=label)
-        response = get_model_status_pb2.GetModelStatusResponse()
-        for status in statuses:
-            response.model_version_status.add(
-                version=status.version,
-                state=get_model_status_pb2.ModelVersionStatus.State.Value(status.state),
-                status=status_pb2.StatusProto(
-                    error_code=error_codes_pb2.Code.Value(status.error_code),
-                    error_message=status.error_message,
-                ),
-            )
-        return response
+        return status_response(statuses)
 
 
 def build_server(
@@ -293,7 +348,7 @@ def build_server(
     ]
     server = grpc.aio.server(
         options=options,
-        interceptors=[_DecodeErrorsAsInvalidArgument()],
+        interceptors=[_CountInFlight(dataplane.metrics), _DecodeErrorsAsInvalidArgument()],
         # Past it grpcio answers RESOURCE_EXHAUSTED without running the handler.
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )

@@ -1,49 +1,17 @@
-"""``ModelService.HandleReloadConfigRequest``'s config as the models to serve.
+"""What ``ModelService.HandleReloadConfigRequest`` may change: the security controls.
 
-TF Serving sends the same ``ModelServerConfig`` its ``--model_config_file``
-holds, as a protobuf: a ``model_config_list`` of names, base paths, version
-policies and version labels. Anything this server cannot honour is refused with
-INVALID_ARGUMENT before a single model changes.
+The request's ``ModelServerConfig`` is read by ``tf_serving_config.models_from_proto``,
+as a ``--model_config_file`` is; here, before a single model changes, the result is
+held to the operator's limits: the model roots (``--allowed_model_roots``) and the
+model count (``--max_models``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from clothing.model_server.config import ModelConfig, VersionPolicy
+from clothing.model_server.config import ModelConfig
 from clothing.model_server.errors import InvalidArgument, PermissionDenied
-from clothing.proto.tensorflow_serving.config import model_server_config_pb2
-from clothing.proto.tensorflow_serving.sources.storage_path import (
-    file_system_storage_path_source_pb2 as storage_pb2,
-)
-
-Policy = storage_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy
-
-
-def models_from_proto(
-    config: model_server_config_pb2.ModelServerConfig,
-) -> tuple[ModelConfig, ...]:
-    """The models ``config`` lists; InvalidArgument says what is wrong with it."""
-    if config.WhichOneof("config") != "model_config_list":
-        raise InvalidArgument("only a model_config_list is supported (custom_model_config is not)")
-    entries = config.model_config_list.config
-    if not entries:
-        raise InvalidArgument("the model_config_list names no model")
-    names = [entry.name for entry in entries]
-    if len(set(names)) != len(names):
-        raise InvalidArgument(f"model names repeat: {names}")
-    try:
-        return tuple(
-            ModelConfig(
-                name=entry.name,
-                base_path=Path(entry.base_path),
-                policy=_policy(entry.model_version_policy),
-                labels=dict(entry.version_labels),
-            )
-            for entry in entries
-        )
-    except ValueError as error:
-        raise InvalidArgument(str(error)) from None
 
 
 def check_allowed(
@@ -62,14 +30,3 @@ def check_allowed(
                 f"model {model.name}: base_path is outside the allowed model roots "
                 "(--allowed_model_roots)"
             )
-
-
-def _policy(proto: Policy) -> VersionPolicy:
-    choice = proto.WhichOneof("policy_choice")
-    if choice == "all":
-        return VersionPolicy("all")
-    if choice == "specific":
-        return VersionPolicy("specific", versions=frozenset(proto.specific.versions))
-    if choice == "latest":
-        return VersionPolicy("latest", num_versions=proto.latest.num_versions or 1)
-    return VersionPolicy()

@@ -3,12 +3,18 @@
 Errors are mapped to HTTP in one place: the :class:`ServingError` exception
 handler. Routes use :class:`_ServingRoute`, which turns any other exception
 into an INTERNAL error (logged, no details to the client) before that handler.
+
+:func:`build_app` assembles named pieces: the error handlers, the in-flight
+limit (:class:`_InFlightLimit`), the probes, the metrics and
+:class:`_ModelRoutes`, whose methods each convert the request, call the core
+and convert its answer.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,13 +23,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clothing.model_server import rest_codec
+from clothing.model_server.backend import Signature
 from clothing.model_server.config import DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_CONCURRENT_REST
-from clothing.model_server.core import DEFAULT_SIGNATURE, Dataplane
+from clothing.model_server.core import Dataplane, PredictTarget
 from clothing.model_server.errors import (
     INTERNAL_MESSAGE,
     Internal,
@@ -31,12 +37,13 @@ from clothing.model_server.errors import (
     ResourceExhausted,
     ServingError,
 )
-from clothing.model_server.signatures import signature_def
-from clothing.proto.tensorflow_serving.apis import get_model_metadata_pb2
+from clothing.model_server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = {"Retry-After": "1"}
+# How a /v1/models URL names the version: not at all (the newest), by number or by label.
+VERSION_CHOICES = ("", "/versions/{version}", "/labels/{label}")
 
 
 class ServerState:
@@ -64,12 +71,110 @@ class _ServingRoute(APIRoute):
         return guarded
 
 
+async def _serving_error(request: Request, error: ServingError) -> JSONResponse:
+    # Overload and not-ready answers tell clients when to come back.
+    headers = RETRY_AFTER if error.http_status in (429, 503) else None
+    return JSONResponse({"error": error.message}, status_code=error.http_status, headers=headers)
+
+
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    app.exception_handler(ServingError)(_serving_error)
+    app.exception_handler(StarletteHTTPException)(_http_error)
+
+
+class _InFlightLimit:
+    """Counts the TF Serving API requests being served and refuses those past ``limit``
+    before their body is read, as grpcio does past maximum_concurrent_rpcs."""
+
+    def __init__(self, metrics: ServerMetrics, limit: int) -> None:
+        self._gauge = metrics.inflight.labels(transport="rest")
+        self._limit = limit
+        self._count = 0
+
+    async def __call__(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if not request.url.path.startswith("/v1/"):
+            return await call_next(request)
+        if self._count >= self._limit:
+            return JSONResponse(
+                {"error": f"more than {self._limit} REST requests at once; retry"},
+                status_code=429,
+                headers=RETRY_AFTER,
+            )
+        self._count += 1
+        try:
+            with self._gauge.track_inprogress():
+                return await call_next(request)
+        finally:
+            self._count -= 1
+
+
+class _Probes:
+    """Liveness (the process answers) and readiness (every model has a version, not draining)."""
+
+    def __init__(self, dataplane: Dataplane, state: ServerState) -> None:
+        self._dataplane = dataplane
+        self._state = state
+
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "alive"}
+
+    async def readyz(self) -> JSONResponse:
+        reasons = ["server is shutting down"] if self._state.draining else []
+        reasons += self._dataplane.repository.readiness()
+        if reasons:
+            return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    def add_to(self, app: FastAPI) -> None:
+        app.add_api_route("/healthz", self.healthz, methods=["GET"])
+        app.add_api_route("/readyz", self.readyz, methods=["GET"])
+
+
+class _Metrics:
+    """Prometheus' text format at /metrics, and where TF Serving's monitoring config puts it."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self._metrics = metrics
+
+    async def render(self) -> Response:
+        return Response(self._metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    def add_to(self, app: FastAPI, prometheus_path: str | None) -> None:
+        app.add_api_route("/metrics", self.render, methods=["GET"])
+        if prometheus_path and prometheus_path != "/metrics":
+            # Scrape configs written for TF Serving keep working.
+            app.add_api_route(prometheus_path, self.render, methods=["GET"])
+
+
 def _version(value: str | None) -> int | None:
     if value is None:
         return None
     if not value.isdigit():
         raise InvalidArgument(f"version must be a non-negative integer, got {value!r}")
     return int(value)
+
+
+@dataclass(frozen=True)
+class _ModelPath:
+    """The model a /v1/models URL names, and the version or label it names, if any."""
+
+    name: str
+    version: str | None
+    label: str | None
+
+    @classmethod
+    def of(cls, request: Request) -> _ModelPath:
+        params = request.path_params
+        return cls(params["name"], params.get("version"), params.get("label"))
+
+    def choice(self) -> tuple[int | None, str | None]:
+        return _version(self.version), self.label
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -86,33 +191,77 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _decode_predict(
-    request: Request,
-    dataplane: Dataplane,
-    *,
-    name: str,
-    version: str | None,
-    label: str | None,
-    limit: int,
-    max_rows: int,
-) -> tuple[rest_codec.RestRequest, int | None, dict[str, np.ndarray]]:
-    """Body, version and input arrays of a REST Predict; a refusal here is counted too."""
-    signature_name = ""
-    try:
-        raw = await _read_body(request, limit)
-        number = _version(version)
-        signature = dataplane.metadata(name, version=number, label=label).signatures[
-            DEFAULT_SIGNATURE
-        ]
+class _RestPredict:
+    """A REST Predict as :meth:`Dataplane.predict` decodes it: the body is read before a
+    version is held, then parsed within what that version's signature can take."""
+
+    def __init__(
+        self, request: Request, path: _ModelPath, *, max_body_bytes: int, max_rows: int
+    ) -> None:
+        self._request = request
+        self._path = path
+        self._max_body_bytes = max_body_bytes
+        self._max_rows = max_rows
+        self._body = b""
+        self.signature_name = ""
+        self.columnar = False
+
+    async def receive(self) -> PredictTarget:
+        self._body = await _read_body(self._request, self._max_body_bytes)
+        version, label = self._path.choice()
+        return PredictTarget(version, label)
+
+    async def decode(self, signature: Signature) -> dict[str, np.ndarray]:
         # The structure is bounded by what the model can take before anything is decoded.
-        budget = rest_codec.json_budget(signature, max_rows)
-        parsed = await run_in_threadpool(rest_codec.parse_body, raw, budget)
-        signature_name = parsed.signature_name
-        inputs = await run_in_threadpool(rest_codec.decode_inputs, parsed, signature, max_rows)
-    except ServingError as error:
-        dataplane.count_refused(name, signature_name, "rest", error.code.grpc_name)
-        raise
-    return parsed, number, inputs
+        budget = rest_codec.json_budget(signature, self._max_rows)
+        parsed = await run_in_threadpool(rest_codec.parse_body, self._body, budget)
+        self.signature_name = parsed.signature_name
+        self.columnar = parsed.columnar
+        return await run_in_threadpool(rest_codec.decode_inputs, parsed, signature, self._max_rows)
+
+
+class _ModelRoutes:
+    """TF Serving's /v1/models routes for status, metadata and predict, each with the
+    three ways to name a version."""
+
+    def __init__(self, dataplane: Dataplane, *, max_message_bytes: int, max_batch_rows: int):
+        self._dataplane = dataplane
+        self._max_message_bytes = max_message_bytes
+        self._max_batch_rows = max_batch_rows
+
+    async def status(self, request: Request) -> dict[str, Any]:
+        path = _ModelPath.of(request)
+        version, label = path.choice()
+        statuses = self._dataplane.status(path.name, version=version, label=label)
+        return rest_codec.status_json(statuses)
+
+    async def metadata(self, request: Request) -> dict[str, Any]:
+        path = _ModelPath.of(request)
+        version, label = path.choice()
+        result = self._dataplane.metadata(
+            path.name, ("signature_def", "model_info"), version=version, label=label
+        )
+        return rest_codec.metadata_json(result)
+
+    async def predict(self, request: Request) -> Response:
+        path = _ModelPath.of(request)
+        call = _RestPredict(
+            request, path, max_body_bytes=self._max_message_bytes, max_rows=self._max_batch_rows
+        )
+        result = await self._dataplane.predict(path.name, call, transport="rest")
+        body = await run_in_threadpool(
+            rest_codec.encode_outputs, result.outputs, columnar=call.columnar
+        )
+        return Response(body, media_type="application/json")
+
+    def add_to(self, app: FastAPI) -> None:
+        model = "/v1/models/{name}"
+        for choice in VERSION_CHOICES:
+            app.add_api_route(f"{model}{choice}", self.status, methods=["GET"])
+        for choice in VERSION_CHOICES:
+            app.add_api_route(f"{model}{choice}/metadata", self.metadata, methods=["GET"])
+        for choice in VERSION_CHOICES:
+            app.add_api_route(f"{model}{choice}:predict", self.predict, methods=["POST"])
 
 
 def build_app(
@@ -132,7 +281,6 @@ def build_app(
         openapi_url=None,
     )
     app.router.route_class = _ServingRoute
-    metrics = dataplane.metrics
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -140,156 +288,12 @@ def build_app(
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["*"],
         )
-
-    @app.exception_handler(ServingError)
-    async def serving_error(request: Request, error: ServingError) -> JSONResponse:
-        # Overload and not-ready answers tell clients when to come back.
-        headers = RETRY_AFTER if error.http_status in (429, 503) else None
-        return JSONResponse(
-            {"error": error.message}, status_code=error.http_status, headers=headers
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
-
-    inflight = [0]
-
-    @app.middleware("http")
-    async def count_inflight(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if not request.url.path.startswith("/v1/"):
-            return await call_next(request)
-        if inflight[0] >= max_concurrent:
-            # Refused before the body is read, as grpcio does past maximum_concurrent_rpcs.
-            return JSONResponse(
-                {"error": f"more than {max_concurrent} REST requests at once; retry"},
-                status_code=429,
-                headers=RETRY_AFTER,
-            )
-        gauge = metrics.inflight.labels(transport="rest")
-        gauge.inc()
-        inflight[0] += 1
-        try:
-            return await call_next(request)
-        finally:
-            inflight[0] -= 1
-            gauge.dec()
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "alive"}
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        reasons = ["server is shutting down"] if state.draining else []
-        reasons += dataplane.repository.readiness()
-        if reasons:
-            return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
-        return JSONResponse({"status": "ready"})
-
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-    if prometheus_path and prometheus_path != "/metrics":
-        # Scrape configs written for TF Serving keep working.
-        app.add_api_route(prometheus_path, prometheus_metrics, methods=["GET"])
-
-    def status_body(name: str, version: str | None, label: str | None) -> dict[str, Any]:
-        statuses = dataplane.status(name, version=_version(version), label=label)
-        return {
-            "model_version_status": [
-                {
-                    "version": str(s.version),
-                    "state": s.state,
-                    "status": {"error_code": s.error_code, "error_message": s.error_message},
-                }
-                for s in statuses
-            ]
-        }
-
-    def metadata_body(name: str, version: str | None, label: str | None) -> dict[str, Any]:
-        result = dataplane.metadata(
-            name, ("signature_def", "model_info"), version=_version(version), label=label
-        )
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for key, signature in result.signatures.items():
-            signature_map.signature_def[key].CopyFrom(signature_def(signature))
-        return {
-            "model_spec": {
-                "name": result.model,
-                "signature_name": "",
-                "version": str(result.version),
-            },
-            "metadata": {
-                "signature_def": json_format.MessageToDict(
-                    signature_map, preserving_proto_field_name=True
-                ),
-                "model_info": result.info,
-            },
-        }
-
-    async def predict(
-        request: Request, name: str, version: str | None, label: str | None
-    ) -> Response:
-        parsed, number, inputs = await _decode_predict(
-            request,
-            dataplane,
-            name=name,
-            version=version,
-            label=label,
-            limit=max_message_bytes,
-            max_rows=max_batch_rows,
-        )
-        result = await dataplane.predict(
-            name,
-            inputs,
-            version=number,
-            label=label,
-            signature_name=parsed.signature_name,
-            transport="rest",
-        )
-        body = await run_in_threadpool(
-            rest_codec.encode_outputs, result.outputs, columnar=parsed.columnar
-        )
-        return Response(body, media_type="application/json")
-
-    @app.get("/v1/models/{name}")
-    async def model_status(name: str) -> dict[str, Any]:
-        return status_body(name, None, None)
-
-    @app.get("/v1/models/{name}/versions/{version}")
-    async def version_status(name: str, version: str) -> dict[str, Any]:
-        return status_body(name, version, None)
-
-    @app.get("/v1/models/{name}/labels/{label}")
-    async def label_status(name: str, label: str) -> dict[str, Any]:
-        return status_body(name, None, label)
-
-    @app.get("/v1/models/{name}/metadata")
-    async def model_metadata(name: str) -> dict[str, Any]:
-        return metadata_body(name, None, None)
-
-    @app.get("/v1/models/{name}/versions/{version}/metadata")
-    async def version_metadata(name: str, version: str) -> dict[str, Any]:
-        return metadata_body(name, version, None)
-
-    @app.get("/v1/models/{name}/labels/{label}/metadata")
-    async def label_metadata(name: str, label: str) -> dict[str, Any]:
-        return metadata_body(name, None, label)
-
-    @app.post("/v1/models/{name}:predict")
-    async def model_predict(request: Request, name: str) -> Response:
-        return await predict(request, name, None, None)
-
-    @app.post("/v1/models/{name}/versions/{version}:predict")
-    async def version_predict(request: Request, name: str, version: str) -> Response:
-        return await predict(request, name, version, None)
-
-    @app.post("/v1/models/{name}/labels/{label}:predict")
-    async def label_predict(request: Request, name: str, label: str) -> Response:
-        return await predict(request, name, None, label)
-
+    # Added last, so outermost: a request past the limit is answered before anything runs.
+    app.middleware("http")(_InFlightLimit(dataplane.metrics, max_concurrent))
+    _add_error_handlers(app)
+    _Probes(dataplane, state).add_to(app)
+    _Metrics(dataplane.metrics).add_to(app, prometheus_path)
+    _ModelRoutes(
+        dataplane, max_message_bytes=max_message_bytes, max_batch_rows=max_batch_rows
+    ).add_to(app)
     return app

@@ -1,4 +1,4 @@
-"""TF Serving's REST JSON <-> numpy, in one place.
+"""TF Serving's REST JSON <-> numpy and the core's answers, in one place.
 
 Requests come in row format (``{"instances": [...]}``) or columnar format
 (``{"inputs": ...}``, a dict of named inputs or one value for a one-input
@@ -14,15 +14,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from google.protobuf import json_format
 
 from clothing.model_server.backend import Signature, TensorSpec
 from clothing.model_server.config import DEFAULT_MAX_BATCH_ROWS
-from clothing.model_server.core import check_rows
+from clothing.model_server.core import MetadataResult, VersionStatus, check_rows
 from clothing.model_server.errors import InvalidArgument
+from clothing.model_server.signatures import signature_def_map
 
 # For a signature with unknown dimensions past the batch: about 60 MB of empty lists.
 UNSIZED_CONTAINERS = 1 << 20
@@ -238,3 +241,31 @@ def encode_outputs(outputs: dict[str, np.ndarray], *, columnar: bool) -> bytes:
         rows = len(next(iter(lists.values())))
         body = {"predictions": [{name: lists[name][i] for name in lists} for i in range(rows)]}
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def status_json(statuses: Sequence[VersionStatus]) -> dict[str, Any]:
+    """GetModelStatus's answer as TF Serving's REST API writes it."""
+    return {
+        "model_version_status": [
+            {
+                "version": str(s.version),
+                "state": s.state,
+                "status": {"error_code": s.error_code, "error_message": s.error_message},
+            }
+            for s in statuses
+        ]
+    }
+
+
+def metadata_json(result: MetadataResult) -> dict[str, Any]:
+    """GetModelMetadata's answer as TF Serving's REST API writes it."""
+    signatures = signature_def_map(result.signatures)
+    return {
+        "model_spec": {"name": result.model, "signature_name": "", "version": str(result.version)},
+        "metadata": {
+            "signature_def": json_format.MessageToDict(
+                signatures, preserving_proto_field_name=True
+            ),
+            "model_info": result.info,
+        },
+    }

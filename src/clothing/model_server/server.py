@@ -23,13 +23,14 @@ import uvicorn
 from clothing.cgroup import available_cpus
 from clothing.model_server.backend import Backend, OnnxBackend, resolve_providers
 from clothing.model_server.batching import Batcher
-from clothing.model_server.config import ModelConfig, ServerConfig, read_model_config_file
+from clothing.model_server.config import ModelConfig, ServerConfig
 from clothing.model_server.core import Dataplane
 from clothing.model_server.grpc_api import build_server
 from clothing.model_server.metrics import ServerMetrics
 from clothing.model_server.reload_config import check_allowed
 from clothing.model_server.repository import ModelVersion, Repository
 from clothing.model_server.rest_api import ServerState, build_app
+from clothing.model_server.tf_serving_config import read_model_config_file
 
 log = logging.getLogger(__name__)
 

@@ -62,7 +62,8 @@ def calibration_photos(
     is rounded down to a whole number of passes, at least one.
     """
     from clothing.gateway.errors import GatewayError
-    from clothing.gateway.imaging import PREPROCESSINGS, InputSpec, prepare
+    from clothing.gateway.imaging import InputSpec, prepare
+    from clothing.serving_layout import PREPROCESSINGS
 
     if preprocessing not in PREPROCESSINGS:
         raise ValueError(f"unknown preprocessing {preprocessing!r}")

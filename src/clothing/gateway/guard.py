@@ -1,0 +1,254 @@
+"""What every HTTP request to the gateway passes before and after the app, one piece each.
+
+- :func:`with_security_headers`: ``nosniff`` on every answer; CSP and no framing on the page.
+- :class:`BodyBudget`: the body is read whole under a deadline (408), within its
+  route's cap (413) and within the cap on the bytes all requests hold together
+  (429), before a prediction slot is taken: a client that sends headers and then
+  stalls holds no slot.
+- :class:`InflightLimit`: past ``max_inflight`` concurrent predictions a request is
+  refused at once with 429 + Retry-After: under overload the gateway's memory and
+  latency stay bounded instead of queueing without end.
+- :func:`answer_unexpected_errors`: anything the app raises becomes a plain 500
+  without a trace (logged here).
+- :class:`RequestMetrics`: every answer, refusals included, is counted by route
+  template (:class:`RouteNames`) and status.
+
+:class:`Guard`, the ASGI middleware, chains them. :func:`error_response` is the one
+place a :class:`GatewayError` becomes an HTTP answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+
+from fastapi.responses import JSONResponse
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from clothing.gateway.errors import BodyTimeout, GatewayError, Overloaded, TooLarge
+from clothing.gateway.metrics import GatewayMetrics
+
+log = logging.getLogger("clothing.gateway")
+
+# The body cap of every route that takes no image (GET routes send none).
+SMALL_BODY_BYTES = 64 * 1024
+
+# Overload and model-server-down answers tell clients when to come back.
+RETRY_AFTER_SECONDS = "1"
+
+
+def error_response(error: GatewayError) -> JSONResponse:
+    """``{"error": {"code", "message"}}`` with the error's status (and Retry-After for 429/503)."""
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if error.status in (429, 503) else None
+    return JSONResponse({"error": error.to_dict()}, status_code=error.status, headers=headers)
+
+
+# Every answer: browsers must not guess a type other than the one sent.
+_NOSNIFF = [(b"x-content-type-options", b"nosniff")]
+# The page: its own script and style only; photos may come from any http(s) URL the
+# user pastes, or a blob: of a dropped file; no framing (clickjacking), no <base>.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' blob: data: https: http:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_PAGE_HEADERS = [
+    (b"content-security-policy", PAGE_CSP.encode()),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+def with_security_headers(scope: Scope, send: Send) -> Send:
+    extra = _NOSNIFF + (_PAGE_HEADERS if scope.get("path") == "/" else [])
+
+    async def secured(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return secured
+
+
+class BodyBudget:
+    """Reads request bodies whole: each within its route's cap, all together within one."""
+
+    def __init__(self, caps: Mapping[str, int], max_buffered: int, timeout: float) -> None:
+        self.caps = caps  # by path; other paths get SMALL_BODY_BYTES
+        self.max_buffered = max_buffered
+        self.timeout = timeout
+        self.buffered = 0  # body bytes held by the requests in progress
+
+    @asynccontextmanager
+    async def read(self, scope: Scope, receive: Receive) -> AsyncIterator[bytes | None]:
+        """The body (``None`` if the client went away), counted until the block ends.
+
+        :class:`BodyTimeout`, :class:`TooLarge` or :class:`Overloaded` when it is refused.
+        """
+        held = [0]  # what this request added to ``buffered``, even if cut short
+        try:
+            try:
+                body = await asyncio.wait_for(self._read(scope, receive, held), self.timeout)
+            except TimeoutError:
+                raise BodyTimeout(
+                    f"the request body did not arrive within {self.timeout:g} s"
+                ) from None
+            yield body
+        finally:
+            self.buffered -= held[0]
+
+    async def _read(self, scope: Scope, receive: Receive, held: list[int]) -> bytes | None:
+        """Counted while it streams in: refused before the bytes are held."""
+        cap = self.caps.get(str(scope.get("path", "")), SMALL_BODY_BYTES)
+        announced = dict(scope["headers"]).get(b"content-length", b"")
+        if announced.isdigit() and int(announced) > cap:
+            raise TooLarge(f"request body over {cap} bytes")
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            if held[0] + len(chunk) > cap:
+                raise TooLarge(f"request body over {cap} bytes")
+            if self.buffered + len(chunk) > self.max_buffered:
+                raise Overloaded("too many request bytes in flight")
+            held[0] += len(chunk)
+            self.buffered += len(chunk)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+class InflightLimit:
+    """At most ``limit`` requests under ``prefix`` at once; one more is refused, not queued."""
+
+    def __init__(self, limit: int, prefix: str = "/predict") -> None:
+        self.limit = limit
+        self.prefix = prefix
+        self.current = 0
+
+    @contextmanager
+    def slot(self, scope: Scope) -> Iterator[None]:
+        """Hold a slot for the block if the path needs one; :class:`Overloaded` if none is free."""
+        limited = str(scope.get("path", "")).startswith(self.prefix)
+        if limited and self.current >= self.limit:
+            raise Overloaded(f"more than {self.limit} predictions in flight")
+        self.current += limited
+        try:
+            yield
+        finally:
+            self.current -= limited
+
+
+@dataclass
+class _Answer:
+    status: int = 500
+    started: bool = False
+
+
+_INTERNAL_ERROR = {"error": {"code": "internal", "message": "internal error"}}
+
+
+async def answer_unexpected_errors(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> int:
+    """Run ``app``; whatever it raises is logged and answered 500, if no answer had begun.
+
+    Returns the status the client was given: 500 too when the app failed mid-answer.
+    """
+    answer = _Answer()
+
+    async def noting_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            answer.status, answer.started = message["status"], True
+        await send(message)
+
+    try:
+        await app(scope, receive, noting_send)
+    except Exception:
+        log.exception("unexpected error on %s", scope.get("path"))
+        if not answer.started:
+            await JSONResponse(_INTERNAL_ERROR, status_code=500)(scope, receive, send)
+        answer.status = 500
+    return answer.status
+
+
+class RouteNames:
+    """The route template a request matches (never the raw path: metric labels stay few)."""
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        # The app's own list, filled after the middleware is declared: kept, not copied.
+        self.routes = routes
+
+    def __call__(self, scope: Scope) -> str:
+        matched = getattr(scope.get("route"), "path", None)
+        if matched:
+            return str(matched)
+        for route in self.routes:  # refused before routing: match it here
+            if route.matches(scope)[0] == Match.FULL and hasattr(route, "path"):
+                return str(route.path)
+        return "unmatched"
+
+
+class RequestMetrics:
+    """Counts each answer by route and status, and times it by route."""
+
+    def __init__(self, metrics: GatewayMetrics, routes: RouteNames) -> None:
+        self.metrics = metrics
+        self.routes = routes
+
+    def record(self, scope: Scope, status: int, started: float) -> None:
+        route = self.routes(scope)
+        self.metrics.requests.labels(route=route, status=str(status)).inc()
+        self.metrics.request_seconds.labels(route=route).observe(time.perf_counter() - started)
+
+
+class Guard:
+    """The ASGI middleware around the gateway app: the pieces above, in their order."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: GatewayMetrics,
+        body_caps: Mapping[str, int],
+        max_buffered: int,
+        body_timeout: float,
+        routes: Sequence[BaseRoute],
+        max_inflight: int,
+    ) -> None:
+        self.app = app
+        self.bodies = BodyBudget(body_caps, max_buffered, body_timeout)
+        self.predictions = InflightLimit(max_inflight)
+        self.metrics = RequestMetrics(metrics, RouteNames(routes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        send = with_security_headers(scope, send)
+        try:
+            async with self.bodies.read(scope, receive) as body:
+                if body is None:
+                    return  # the client went away: nothing to answer or count
+                with self.predictions.slot(scope):
+                    replayed = _replay(body, receive)
+                    status = await answer_unexpected_errors(self.app, scope, replayed, send)
+        except GatewayError as refusal:
+            await error_response(refusal)(scope, receive, send)
+            status = refusal.status
+        self.metrics.record(scope, status, started)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body already read, then the client's messages."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
