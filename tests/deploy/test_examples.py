@@ -43,4 +43,5 @@ def test_the_bundled_model_calls_the_photo_pants() -> None:
     row = prepare((ROOT / EXAMPLE).read_bytes(), InputSpec(model_input.name, height, width))
     (probabilities,) = session.run(None, {model_input.name: row[np.newaxis]})[0]
     assert classes[int(np.argmax(probabilities))] == "pants"
-    assert float(np.max(probabilities)) > 0.9
+    # Label smoothing (0.1) keeps the model's top probability under about 0.9.
+    assert float(np.max(probabilities)) > 0.8
