@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
 import grpc
+import httpx
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from clothing.benchmarks.processes import free_port
 from clothing.model_server import cli
 from clothing.model_server.backend import OnnxBackend
 from clothing.model_server.config import BatchingConfig, ModelConfig, RuntimeConfig, ServerConfig
@@ -185,3 +188,60 @@ async def test_a_version_turns_available_only_after_its_warm_up(
     warmed = next(i for i, m in enumerate(messages) if "2/model.onnx: warmed up" in m)
     turned = next(i for i, m in enumerate(messages) if "version 2 is AVAILABLE" in m)
     assert warmed < turned
+
+
+class HeldFirstWarmUp(OnnxBackend):
+    """The real backend; its first run (the initial version's warm-up) waits for the test."""
+
+    release: ClassVar[threading.Event]
+    held: ClassVar[threading.Event]
+
+    def _run(
+        self, session: object | None, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        if not self.held.is_set():
+            self.held.set()
+            assert self.release.wait(30), "the test never released the warm-up"
+        return super()._run(session, inputs)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_the_grpc_port_opens_only_once_the_initial_models_are_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = tmp_path / MODEL
+    build_test_model(base / "1")
+    grpc_port = free_port()
+    config = ServerConfig(
+        models=(ModelConfig(MODEL, base),),
+        host="127.0.0.1",
+        port=grpc_port,
+        rest_api_port=0,
+        shutdown_grace_seconds=5,
+    )
+    runtime = config.runtime.resolved_for(None)
+    monkeypatch.setattr(HeldFirstWarmUp, "release", threading.Event(), raising=False)
+    monkeypatch.setattr(HeldFirstWarmUp, "held", threading.Event(), raising=False)
+    server = ModelServer(config, lambda: HeldFirstWarmUp(runtime))
+    starting = asyncio.create_task(server.start())
+    try:
+        assert await asyncio.to_thread(HeldFirstWarmUp.held.wait, 30), "no warm-up began"
+        readiness = f"http://127.0.0.1:{server.rest_port}/readyz"
+        async with httpx.AsyncClient() as client:
+            # Loading: REST answers "not ready"; nothing listens on the gRPC port, so a
+            # client balancing over DNS skips this replica instead of getting UNAVAILABLE.
+            assert (await client.get(readiness)).status_code == 503
+            assert not await asyncio.to_thread(_accepts, grpc_port)
+            HeldFirstWarmUp.release.set()
+            await asyncio.wait_for(starting, 30)
+            assert (await client.get(readiness)).status_code == 200
+        assert await asyncio.to_thread(_accepts, grpc_port)
+    finally:
+        HeldFirstWarmUp.release.set()
+        await asyncio.gather(starting, return_exceptions=True)
+        await server.stop()

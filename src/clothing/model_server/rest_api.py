@@ -47,9 +47,11 @@ VERSION_CHOICES = ("", "/versions/{version}", "/labels/{label}")
 
 
 class ServerState:
-    """What readiness depends on besides the models: whether we are draining."""
+    """What readiness depends on besides the models: the gRPC port and draining."""
 
     def __init__(self) -> None:
+        # The gRPC port opens once the initial models are loaded (server.start).
+        self.grpc_open = False
         self.draining = False
 
 
@@ -115,7 +117,8 @@ class _InFlightLimit:
 
 
 class _Probes:
-    """Liveness (the process answers) and readiness (every model has a version, not draining)."""
+    """Liveness (the process answers) and readiness (every model has a version, gRPC is
+    open, not draining)."""
 
     def __init__(self, dataplane: Dataplane, state: ServerState) -> None:
         self._dataplane = dataplane
@@ -127,6 +130,8 @@ class _Probes:
     async def readyz(self) -> JSONResponse:
         reasons = ["server is shutting down"] if self._state.draining else []
         reasons += self._dataplane.repository.readiness()
+        if not self._state.grpc_open and not reasons:
+            reasons.append("the gRPC port is not open yet")
         if reasons:
             return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
         return JSONResponse({"status": "ready"})

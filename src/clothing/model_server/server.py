@@ -110,23 +110,19 @@ class ModelServer:
         self.metrics.available_versions.labels(model=model).set(count)
 
     async def start(self) -> None:
-        """Bind both ports, then load the models; readiness turns 200 once they are."""
+        """Bind the REST port, load the models, then bind the gRPC port.
+
+        REST answers health and readiness (503 until the models are loaded) from the
+        start. gRPC opens only once the initial models are loaded and warmed up, as
+        TF Serving's does: a gateway that balances over every address DNS returns
+        (compose, a headless Service before readiness gates it) then never sends a
+        Predict to a replica that can only answer UNAVAILABLE.
+        """
         # A missing execution provider is a start-up error, not a per-version one.
         resolve_providers(self.config.runtime.execution_providers)
         for config in self.config.models:
             self.metrics.queue_depth.labels(model=config.name).set(0)
             self.metrics.available_versions.labels(model=config.name).set(0)
-        self._grpc = build_server(
-            self.dataplane,
-            response_tensor_content=self.config.response_tensor_content,
-            max_message_bytes=self.config.max_message_bytes,
-            max_batch_rows=self.config.max_batch_rows,
-            max_concurrent_rpcs=self.config.max_concurrent_rpcs,
-            channel_arguments=self.config.grpc_channel_arguments,
-            reload=self.reload_from_rpc if self.config.allow_config_reload_rpc else None,
-        )
-        self.grpc_port = self._grpc.add_insecure_port(f"{self.config.host}:{self.config.port}")
-        await self._grpc.start()
         app = build_app(
             self.dataplane,
             self.state,
@@ -153,7 +149,7 @@ class ModelServer:
                 raise RuntimeError(f"REST server did not start on port {self.config.rest_api_port}")
             await asyncio.sleep(0.01)
         self.rest_port = self._rest.servers[0].sockets[0].getsockname()[1]
-        log.info("gRPC on port %d, REST on port %d", self.grpc_port, self.rest_port)
+        log.info("REST on port %d", self.rest_port)
         log.info(
             "threads for %d CPU(s): predict pool %d, ONNX Runtime intra-op %d, solo session %d",
             self.cpus,
@@ -162,6 +158,7 @@ class ModelServer:
             self.runtime.solo_intra_op_threads,
         )
         await self.repository.sync()
+        await self._start_grpc()
         if self.config.poll_wait_seconds > 0:
             self._poll_task = asyncio.create_task(
                 self.repository.poll(self.config.poll_wait_seconds)
@@ -172,6 +169,21 @@ class ModelServer:
                     self.config.model_config_file, self.config.config_poll_wait_seconds
                 )
             )
+
+    async def _start_grpc(self) -> None:
+        self._grpc = build_server(
+            self.dataplane,
+            response_tensor_content=self.config.response_tensor_content,
+            max_message_bytes=self.config.max_message_bytes,
+            max_batch_rows=self.config.max_batch_rows,
+            max_concurrent_rpcs=self.config.max_concurrent_rpcs,
+            channel_arguments=self.config.grpc_channel_arguments,
+            reload=self.reload_from_rpc if self.config.allow_config_reload_rpc else None,
+        )
+        self.grpc_port = self._grpc.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        await self._grpc.start()
+        self.state.grpc_open = True
+        log.info("gRPC on port %d", self.grpc_port)
 
     async def _watch_model_config(self, path: Path, interval: float) -> None:
         """Re-read ``path`` every ``interval`` s; a file that does not parse changes nothing."""
