@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import ipaddress
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -18,17 +18,9 @@ from clothing.gateway.addresses import IPAddress
 from clothing.gateway.app import create_app
 from clothing.gateway.http_get import HttpGetter
 from clothing.gateway.settings import GatewaySettings
-from tests.fixtures import ModelServerProcess, build_test_model, raw_tcp_server, run_model_server
+from tests.fixtures import ModelServerProcess, raw_tcp_server
 
 PUBLIC = "93.184.216.34"  # never contacted: the opener below records instead of connecting
-
-
-@pytest.fixture(scope="module")
-def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServerProcess]:
-    base = tmp_path_factory.mktemp("fetch-bounds") / "clothing-model"
-    build_test_model(base / "1")
-    with run_model_server(base) as running:
-        yield running
 
 
 async def _resolve(host: str, port: int) -> list[IPAddress]:

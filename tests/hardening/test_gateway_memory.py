@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from tests.fixtures import ModelServerProcess, build_test_model, run_model_server
+from tests.fixtures import ModelServerProcess
 
 from . import bombs
 from .helpers import (
@@ -27,14 +27,6 @@ from .helpers import (
 )
 
 POD_DECODE_BUDGET = 512 * 1024 * 1024 // 4
-
-
-@pytest.fixture(scope="module")
-def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServerProcess]:
-    base = tmp_path_factory.mktemp("memory") / "clothing-model"
-    build_test_model(base / "1")
-    with run_model_server(base) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

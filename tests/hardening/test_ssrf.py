@@ -12,7 +12,7 @@ import asyncio
 import base64
 import contextlib
 import ipaddress
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,10 +22,10 @@ from clothing.gateway.addresses import IPAddress, resolve_with_getaddrinfo
 from clothing.gateway.app import create_app
 from clothing.gateway.http_get import HttpGetter
 from clothing.gateway.settings import GatewaySettings
-from tests.fixtures import ModelServerProcess, build_test_model, run_model_server
+from tests.fixtures import ModelServerProcess
 
 from . import bombs
-from .helpers import MODEL, png_bytes
+from .helpers import png_bytes
 
 PUBLIC = "93.184.216.34"  # never contacted: the recorder answers instead
 IMAGE = png_bytes()
@@ -94,14 +94,6 @@ class Recorder:
             writer.write(IMAGE)
         await writer.drain()
         writer.close()
-
-
-@pytest.fixture(scope="module")
-def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServerProcess]:
-    base = tmp_path_factory.mktemp("ssrf") / MODEL
-    build_test_model(base / "1")
-    with run_model_server(base) as server:
-        yield server
 
 
 @contextlib.asynccontextmanager
