@@ -9,7 +9,12 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from clothing.serving_layout import PRECISION_BASE_PATHS, ModelMetadata, read_metadata
+from clothing.serving_layout import (
+    PRECISION_BASE_PATHS,
+    ModelMetadata,
+    read_metadata,
+    versions_on_disk,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_MODEL = ROOT / PRECISION_BASE_PATHS["float32"]
@@ -35,7 +40,7 @@ def bundled_side() -> int:
 
 
 def int8_bundled() -> bool:
-    return any(BUNDLED_INT8.glob("*/model.onnx"))
+    return bool(versions_on_disk(BUNDLED_INT8))
 
 
 def cpu_default() -> Path:

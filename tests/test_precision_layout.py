@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from clothing.serving_layout import PRECISION_BASE_PATHS
+from clothing.serving_layout import PRECISION_BASE_PATHS, versions_on_disk
 from clothing.up import default_model_base_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +32,6 @@ def test_every_copy_is_served_under_the_bundled_name() -> None:
     # The gateway and clients ask for "clothing-model" whichever copy is loaded.
     float32 = Path(PRECISION_BASE_PATHS["float32"])
     assert float32.name == "clothing-model"
-    assert any((REPO_ROOT / float32).glob("*/model.onnx"))
+    assert versions_on_disk(REPO_ROOT / float32)
     for path in PRECISION_BASE_PATHS.values():
         assert Path(path).parent == float32.parent

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from clothing.readiness import poll_until_ok
-from clothing.serving_layout import CPU_PRECISION, PRECISION_BASE_PATHS
+from clothing.serving_layout import CPU_PRECISION, PRECISION_BASE_PATHS, versions_on_disk
 
 GRACE_SECONDS = 15.0
 CPU_MODEL_BASE_PATH = PRECISION_BASE_PATHS[CPU_PRECISION]
@@ -64,13 +64,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _has_a_version(base_path: Path) -> bool:
-    return base_path.is_dir() and any(base_path.glob("*/model.onnx"))
-
-
 def default_model_base_path() -> str:
     """The int8 copy for CPUs; the float32 original until someone has made that copy."""
-    if _has_a_version(Path(CPU_MODEL_BASE_PATH)):
+    if versions_on_disk(Path(CPU_MODEL_BASE_PATH)):
         return CPU_MODEL_BASE_PATH
     print(
         f"clothing up: no int8 copy at {CPU_MODEL_BASE_PATH} (`clothing quantize` makes it); "
@@ -128,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model_base_path is None:
         args.model_base_path = default_model_base_path()
     model_path = Path(args.model_base_path)
-    if not _has_a_version(model_path):
+    if not versions_on_disk(model_path):
         print(
             f"clothing up: no model at {model_path} (expected {model_path}/<version>/model.onnx); "
             "train and export one (and `clothing quantize` it for CPUs), "

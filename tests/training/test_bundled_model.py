@@ -9,6 +9,7 @@ import onnx
 import onnxruntime
 import pytest
 
+from clothing.serving_layout import versions_on_disk
 from clothing.training.evaluate import Evaluation, evaluate
 from tests.bundled import BUNDLED_MODEL, bundled_version
 from tests.environment import dataset, require
@@ -24,7 +25,7 @@ TARGET_CLASS_RECALL = 0.80
 
 @pytest.fixture(autouse=True)
 def _bundled_model_present() -> None:
-    require(any(BUNDLED_MODEL.glob("*/model.onnx")), f"no bundled model under {BUNDLED_MODEL}")
+    require(bool(versions_on_disk(BUNDLED_MODEL)), f"no bundled model under {BUNDLED_MODEL}")
 
 
 def test_bundled_model_follows_the_serving_contract() -> None:
