@@ -118,7 +118,12 @@ def test_the_command_writes_a_copy_the_model_server_serves(
     check = metadata["metrics"]["int8_check"]
     assert check["top1_accuracy_int8"] == check["top1_accuracy_float32"] == 1.0
     assert check["recall_int8"] == {name: 1.0 for name in COLOURS}
-    assert check["calibration"] == {"method": "minmax", "photos": 16, "data": "train"}
+    assert check["calibration"] == {
+        "method": "minmax",
+        "photos": 16,
+        "data": "train",
+        "bias_correction": True,
+    }
     assert evaluate(output, colour_photos / "validation").accuracy == 1.0
 
     row = np.full((32, 32, 3), (30, 90, 200), np.uint8)  # blue brightest: shoes

@@ -19,7 +19,7 @@ is measured by the caller (:mod:`clothing.training.quantize_cli`), never assumed
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,45 +131,55 @@ def to_int8(
     calibration: Calibration,
     *,
     method: str = "minmax",
-    extra_options: dict[str, Any] | None = None,
-    keep_float: Sequence[str] = (),
+    bias_correction: bool = True,
 ) -> Any:
-    """The model at ``model_file`` quantized to int8 (QDQ, per-channel weights), checked."""
+    """The model at ``model_file`` quantized to int8 (QDQ, per-channel weights), checked.
+
+    With ``bias_correction`` (see :mod:`clothing.training.bias_correction`) it is
+    quantized twice: once to learn how its weights round, then again after the
+    float biases absorb the shift that rounding adds.
+    """
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from clothing.training.bias_correction import correct_biases
 
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
-    # ONNX Runtime's CalibrationDataReader is an ABC that accepts any class with get_next.
-    reader = _Reader(calibration)
     with tempfile.TemporaryDirectory(prefix="quantize-") as scratch:
         # Shape inference and graph clean-up first (constant folding, Pads folded into
         # the convolutions), as ONNX Runtime's quantization guide asks.
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(model_file), str(prepared))
         quantized = Path(scratch) / "int8.onnx"
-        quantize_static(
-            str(prepared),
-            str(quantized),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=getattr(CalibrationMethod, METHODS[method]),
-            nodes_to_exclude=list(keep_float),
-            extra_options={"CalibStridedMinMax": PHOTOS_PER_PASS // BATCH, **(extra_options or {})},
-        )
+        _quantize_static(prepared, quantized, calibration, method)
+        if bias_correction:
+            float_model = onnx.load(str(prepared))
+            rounded = onnx.load(str(quantized))
+            correct_biases(float_model, rounded, calibration.input_name, calibration.pixels)
+            onnx.save(float_model, str(prepared))
+            _quantize_static(prepared, quantized, calibration, method)
         model = onnx.load(str(quantized))
     onnx.checker.check_model(model)
     _check_signature(onnx.load(str(model_file)), model)
     return model
+
+
+def _quantize_static(source: Path, target: Path, calibration: Calibration, method: str) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    # ONNX Runtime's CalibrationDataReader is an ABC that accepts any class with get_next.
+    quantize_static(
+        str(source),
+        str(target),
+        _Reader(calibration),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+        extra_options={"CalibStridedMinMax": PHOTOS_PER_PASS // BATCH},
+    )
 
 
 def _signature(model: Any) -> list[tuple[str, str, int]]:

@@ -2,7 +2,8 @@
 
 Activation ranges are calibrated on photos from DATA/train, put through the
 gateway's own preprocessing; weights are int8 with a scale per output channel
-(ONNX Runtime's quantize_static, QDQ form). The copy has the same inputs and
+(ONNX Runtime's quantize_static, QDQ form), and each layer's bias is corrected for
+the average shift its rounded weights add on those photos. The copy has the same inputs and
 outputs as the source (uint8 pixels in, float32 probabilities out) and goes to
 OUTPUT/<version>/ with the source's classes.txt and metadata.json (which records
 the check); serve it like any model (e.g. --model_base_path OUTPUT). Both models
@@ -42,6 +43,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=tuple(METHODS),
         default=DEFAULT_METHOD,
         help=f"how activation ranges are calibrated (default {DEFAULT_METHOD})",
+    )
+    parser.add_argument(
+        "--no-bias-correction",
+        dest="bias_correction",
+        action="store_false",
+        help="skip bias correction (by default each layer's bias absorbs the average shift"
+        " its int8 weights add, measured on the calibration photos)",
     )
     parser.add_argument(
         "--calibration-photos",
@@ -118,7 +126,10 @@ def _calibrate_and_quantize(args: argparse.Namespace, model_file: Path) -> Any:
     print(
         f"calibrating on {len(calibration.pixels)} photos from {train} ({args.method})", flush=True
     )
-    return to_int8(model_file, calibration, method=args.method), len(calibration.pixels)
+    model = to_int8(
+        model_file, calibration, method=args.method, bias_correction=args.bias_correction
+    )
+    return model, len(calibration.pixels)
 
 
 def _check_flags(args: argparse.Namespace) -> str | None:
@@ -142,7 +153,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         model_file = find_model_file(args.model)
         model, photos = _calibrate_and_quantize(args, model_file)
-        calibration = {"method": args.method, "photos": photos, "data": "train"}
+        calibration = {
+            "method": args.method,
+            "photos": photos,
+            "data": "train",
+            "bias_correction": args.bias_correction,
+        }
         return publish_if_it_holds(
             model,
             model_file,
