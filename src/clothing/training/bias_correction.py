@@ -117,7 +117,8 @@ def correct_biases(model: Any, quantized: Any, input_name: str, pixels: np.ndarr
 
     ``model`` is the float graph ``quantized`` was made from (same node names);
     it is changed in place. Returns how many layers were corrected. A layer
-    without a bias (there is none after batch-norm folding) is left as it is.
+    without a bias is left as it is (after batch-norm folding every convolution
+    has one).
     """
     from onnx import numpy_helper
 

@@ -2,15 +2,16 @@
 
 Activation ranges are calibrated on photos from DATA/train, put through the
 gateway's own preprocessing; weights are int8 with a scale per output channel
-(ONNX Runtime's quantize_static, QDQ form), and each layer's bias is corrected for
-the average shift its rounded weights add on those photos. The copy has the same inputs and
-outputs as the source (uint8 pixels in, float32 probabilities out) and goes to
-OUTPUT/<version>/ with the source's classes.txt and metadata.json (which records
-the check); serve it like any model (e.g. --model_base_path OUTPUT). Both models
-are measured on DATA/validation as `clothing evaluate` does. If the copy's top-1
-accuracy is more than --max-drop points below the source's, or any class's recall
-more than --max-recall-drop points below, nothing is written and the exit code
-is 1. `clothing speed` compares the two copies' images/s in process.
+(ONNX Runtime's quantize_static, QDQ form), and each layer's bias is corrected
+for the average shift its rounded weights add on those photos. The copy has the
+same inputs and outputs as the source (uint8 pixels in, float32 probabilities
+out) and goes to OUTPUT/<version>/ with the source's classes.txt and
+metadata.json (which records the check); serve it like any model (e.g.
+--model_base_path OUTPUT). Both models are measured on DATA/validation as
+`clothing evaluate` does. If the copy's top-1 accuracy is more than --max-drop
+points below the source's, or any class's recall more than --max-recall-drop
+points below, nothing is written and the exit code is 1. `clothing speed`
+compares the two copies' images/s in process.
 """
 
 from __future__ import annotations
