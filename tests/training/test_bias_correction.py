@@ -10,7 +10,7 @@ import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
 from clothing.training.bias_correction import correct_biases, dequantized_weights
-from clothing.training.quantize import Calibration, _quantize_static
+from clothing.training.quantize import Calibration, quantize_file
 
 CHANNELS, GROUPS, CLASSES = 8, 2, 3
 LAYER_OUTPUTS = ("mixed", "scores")
@@ -87,7 +87,7 @@ def test_the_corrected_biases_give_the_rounded_layers_the_float_average_outputs(
     ).astype(np.float32)
     source, quantized = tmp_path / "float.onnx", tmp_path / "int8.onnx"
     onnx.save(model, str(source))
-    _quantize_static(source, quantized, Calibration("x", pixels), "minmax")
+    quantize_file(source, quantized, Calibration("x", pixels), "minmax")
     rounded = dequantized_weights(onnx.load(str(quantized)))
     assert set(rounded) == {"conv", "gemm"}
     assert not np.allclose(rounded["conv"], numpy_helper.to_array(model.graph.initializer[0]))

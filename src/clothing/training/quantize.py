@@ -152,20 +152,22 @@ def to_int8(
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(model_file), str(prepared))
         quantized = Path(scratch) / "int8.onnx"
-        _quantize_static(prepared, quantized, calibration, method)
+        quantize_file(prepared, quantized, calibration, method)
         if bias_correction:
             float_model = onnx.load(str(prepared))
             rounded = onnx.load(str(quantized))
             correct_biases(float_model, rounded, calibration.input_name, calibration.pixels)
             onnx.save(float_model, str(prepared))
-            _quantize_static(prepared, quantized, calibration, method)
+            quantize_file(prepared, quantized, calibration, method)
         model = onnx.load(str(quantized))
     onnx.checker.check_model(model)
     _check_signature(onnx.load(str(model_file)), model)
     return model
 
 
-def _quantize_static(source: Path, target: Path, calibration: Calibration, method: str) -> None:
+def quantize_file(source: Path, target: Path, calibration: Calibration, method: str) -> None:
+    """One ``quantize_static`` pass from ``source`` to ``target``: QDQ, per-channel int8
+    weights, uint8 activations calibrated on ``calibration`` with ``method``."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     # ONNX Runtime's CalibrationDataReader is an ABC that accepts any class with get_next.
