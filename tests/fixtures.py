@@ -160,6 +160,22 @@ def reference_probabilities(
     return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def cli_command(subcommand: str, *args: str) -> list[str]:
+    """``clothing SUBCOMMAND ARGS`` run by this interpreter, as the tests start every tier."""
+    return [sys.executable, "-m", "clothing.cli", subcommand, *args]
+
+
+def model_server_command(grpc_port: int, rest_port: int, *args: str) -> list[str]:
+    """``clothing model-server`` on loopback at the given ports."""
+    return cli_command(
+        "model-server",
+        "--host=127.0.0.1",
+        f"--port={grpc_port}",
+        f"--rest_api_port={rest_port}",
+        *args,
+    )
+
+
 @dataclass
 class ModelServerProcess:
     """A running ``clothing model-server`` subprocess."""
@@ -214,18 +230,9 @@ def run_model_server(
     (``None`` skips the check).
     """
     grpc_port, rest_port = free_port(), free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "clothing.cli",
-        "model-server",
-        f"--port={grpc_port}",
-        f"--rest_api_port={rest_port}",
-        "--host=127.0.0.1",
-    ]
+    command = model_server_command(grpc_port, rest_port, *extra_args)
     if model_base_path is not None:
         command += [f"--model_name={model_name}", f"--model_base_path={model_base_path}"]
-    command += list(extra_args)
     full_env = dict(os.environ)
     full_env.update(env or {})
     with tempfile.TemporaryDirectory(prefix="model-server-log-") as log_dir:
@@ -287,3 +294,50 @@ async def raw_tcp_server(handler: RawHandler) -> AsyncIterator[int]:
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
+
+
+@dataclass
+class GatewayProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def run_gateway(
+    tf_serving_host: str, *extra: str, wait_for_ready: bool = True
+) -> Iterator[GatewayProcess]:
+    """``clothing gateway`` as a subprocess on a free loopback port; SIGTERM at exit."""
+    port = free_port()
+    command = cli_command(
+        "gateway",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        "--metrics-port=0",
+        f"--tf-serving-host={tf_serving_host}",
+        "--log-level=warning",
+        *extra,
+    )
+    with tempfile.TemporaryDirectory(prefix="gateway-log-") as log_dir:
+        log_path = Path(log_dir) / "gateway.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        gateway = GatewayProcess(process, port, log_path)
+        try:
+            if wait_for_ready:
+                wait_ready(f"{gateway.url}/readyz", process, 60.0)
+            else:
+                wait_ready(f"{gateway.url}/healthz", process, 60.0)
+            yield gateway
+        except BaseException:
+            sys.stderr.write(gateway.log())
+            raise
+        finally:
+            stop_process(process)

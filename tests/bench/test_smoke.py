@@ -4,21 +4,20 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.fixtures import build_test_model
+from tests.fixtures import build_test_model, cli_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "clothing.cli", "bench", "--no-progress", *args],
+        cli_command("bench", "--no-progress", *args),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -130,7 +129,7 @@ def test_sigterm_mid_run_stops_every_system(tmp_path):
     build_test_model(model / "1", height=32, width=32)
     flags = ["--levels=2", "--duration=60", f"--model-base-path={model}", f"--output={tmp_path}"]
     bench = subprocess.Popen(
-        [sys.executable, "-m", "clothing.cli", "bench", "--no-progress", *flags],
+        cli_command("bench", "--no-progress", *flags),
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

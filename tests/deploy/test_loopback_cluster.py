@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import os
 import signal
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from clothing.benchmarks.processes import free_port, stop_process
-from tests.fixtures import build_test_model, wait_ready
+from tests.fixtures import build_test_model, model_server_command, run_gateway, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -56,21 +55,16 @@ class Backend:
         return f"http://127.0.0.1:{self.rest_port}"
 
     def start(self) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "clothing.cli",
-            "model-server",
-            "--host=127.0.0.1",
-            f"--port={self.grpc_port}",
-            f"--rest_api_port={self.rest_port}",
+        command = model_server_command(
+            self.grpc_port,
+            self.rest_port,
             "--model_name=clothing-model",
             f"--model_base_path={self.model_dir}",
             "--shutdown_grace_seconds=2",
             # As deployed: connections are recycled so clients re-resolve.
             "--grpc_channel_arguments=grpc.max_connection_age_ms=30000,"
             "grpc.max_connection_age_grace_ms=10000",
-        ]
+        )
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         wait_ready(f"{self.rest_url}/readyz", self.process, 60.0)
@@ -118,35 +112,6 @@ def backends(count: int, root: Path) -> Iterator[list[Backend]]:
             backend.stop()
 
 
-@contextlib.contextmanager
-def gateway(tf_serving_host: str, log_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "TF_SERVING_HOST": tf_serving_host, "MODEL_NAME": "clothing-model"}
-    command = [
-        sys.executable,
-        "-m",
-        "clothing.cli",
-        "gateway",
-        "--host=127.0.0.1",
-        f"--port={port}",
-        "--metrics-port=0",
-        "--workers=1",
-        # The machine may be busy with other work; a slow answer is not what is tested.
-        "--grpc-deadline=20",
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(f"{url}/readyz", process, 60.0)
-        yield url
-    except BaseException:
-        sys.stderr.write(log_path.read_text(errors="replace"))
-        raise
-    finally:
-        stop_process(process, 15)
-
-
 def _photo_body() -> dict[str, str]:
     pixels = np.random.default_rng(7).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
     buffer = io.BytesIO()
@@ -178,7 +143,9 @@ def test_calls_spread_survive_a_killed_server_and_return_to_it() -> None:
         root = Path(temp)
         with backends(3, root) as servers:
             host = ",".join(server.grpc_address for server in servers)
-            with gateway(host, root / "gateway.log") as url:
+            # The machine may be busy with other work; a slow answer is not what is tested.
+            with run_gateway(host, "--workers=1", "--grpc-deadline=20") as gateway:
+                url = gateway.url
                 # 1. Under load, every server answers a share.
                 assert _load(url, 150) == []
                 shares = [server.grpc_predicts() for server in servers]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,13 @@ import pytest
 from clothing.benchmarks.processes import free_port, stop_process
 from clothing.gateway.app import create_app
 from clothing.gateway.settings import GatewaySettings
-from tests.fixtures import ModelServerProcess, build_test_model, run_model_server, wait_ready
+from tests.fixtures import (
+    ModelServerProcess,
+    build_test_model,
+    cli_command,
+    run_model_server,
+    wait_ready,
+)
 
 from . import helpers
 from .helpers import ImageServer, Route
@@ -105,17 +110,14 @@ class UpProcess:
 def run_up(model_base_path: Path, log_dir: Path, *extra: str) -> Iterator[UpProcess]:
     """``clothing up`` as a subprocess on free ports; waits until the gateway is ready."""
     grpc_port, rest_port, gateway_port = free_port(), free_port(), free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "clothing.cli",
+    command = cli_command(
         "up",
         f"--model-base-path={model_base_path}",
         f"--grpc-port={grpc_port}",
         f"--rest-port={rest_port}",
         f"--gateway-port={gateway_port}",
         *extra,
-    ]
+    )
     log_path = log_dir / f"up-{gateway_port}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from clothing.gateway.settings import GatewaySettings
-from tests.fixtures import ModelServerProcess, raw_tcp_server
-from tests.hardening.helpers import GatewayProcess, run_gateway, wait_until
+from tests.fixtures import GatewayProcess, ModelServerProcess, raw_tcp_server, run_gateway
+from tests.hardening.helpers import wait_until
 
 from . import helpers
 

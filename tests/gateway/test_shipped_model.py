@@ -15,8 +15,7 @@ import pytest
 
 from tests.bundled import BUNDLED_MODEL, bundled_version
 from tests.environment import dataset, require
-from tests.fixtures import run_model_server
-from tests.hardening.helpers import run_gateway
+from tests.fixtures import run_gateway, run_model_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.dataset]
 

@@ -3,12 +3,13 @@
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.fixtures import cli_command
 
 from . import helpers
 from .conftest import run_up
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def predict(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "clothing.cli", "predict", *args]
+    command = cli_command("predict", *args)
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -60,7 +61,7 @@ def test_up_stops_on_ctrl_c(model_dir: Path, tmp_path: Path) -> None:
 
 
 def test_up_without_a_model_explains(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "clothing.cli", "up", f"--model-base-path={tmp_path}"]
+    command = cli_command("up", f"--model-base-path={tmp_path}")
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "no model at" in result.stderr

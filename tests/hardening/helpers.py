@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +14,7 @@ import numpy as np
 from PIL import Image
 
 from clothing import tensors
-from clothing.benchmarks.processes import free_port, stop_process
 from clothing.proto.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-from tests.fixtures import wait_ready
 
 MODEL = "clothing-model"
 
@@ -83,56 +77,6 @@ def percentile(values: Sequence[float], fraction: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-@dataclass
-class GatewayProcess:
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@contextlib.contextmanager
-def run_gateway(
-    tf_serving_host: str, *extra: str, wait_for_ready: bool = True
-) -> Iterator[GatewayProcess]:
-    """``clothing gateway`` as a subprocess on a free loopback port; SIGTERM at exit."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "clothing.cli",
-        "gateway",
-        "--host=127.0.0.1",
-        f"--port={port}",
-        "--metrics-port=0",
-        f"--tf-serving-host={tf_serving_host}",
-        "--log-level=warning",
-        *extra,
-    ]
-    with tempfile.TemporaryDirectory(prefix="gateway-log-") as log_dir:
-        log_path = Path(log_dir) / "gateway.log"
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-        gateway = GatewayProcess(process, port, log_path)
-        try:
-            if wait_for_ready:
-                wait_ready(f"{gateway.url}/readyz", process, 60.0)
-            else:
-                wait_ready(f"{gateway.url}/healthz", process, 60.0)
-            yield gateway
-        except BaseException:
-            sys.stderr.write(gateway.log())
-            raise
-        finally:
-            stop_process(process)
 
 
 def wait_until(condition: object, timeout: float, interval: float = 0.05) -> float:

@@ -17,9 +17,9 @@ from clothing.gateway.addresses import IPAddress
 from clothing.gateway.app import create_app
 from clothing.gateway.http_get import HttpGetter
 from clothing.gateway.settings import GatewaySettings
-from tests.fixtures import ModelServerProcess, raw_tcp_server
+from tests.fixtures import ModelServerProcess, raw_tcp_server, run_gateway
 
-from .helpers import png_bytes, run_gateway
+from .helpers import png_bytes
 from .payloads import image_response, redirect_to
 
 INTERNAL = {"kubernetes.default.svc": "10.96.0.1", "metadata.test": "169.254.169.254"}

@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -18,9 +17,15 @@ import httpx
 import pytest
 
 from clothing.benchmarks.processes import free_port
-from tests.fixtures import build_test_model, run_model_server, wait_ready
+from tests.fixtures import (
+    build_test_model,
+    model_server_command,
+    run_gateway,
+    run_model_server,
+    wait_ready,
+)
 
-from .helpers import MODEL, run_gateway, wait_until
+from .helpers import MODEL, wait_until
 from .load import Load, Outcome, tally
 
 DEADLINE = 2.0  # the gateway's gRPC deadline in these tests
@@ -71,18 +76,9 @@ def model_server_on(
     base: Path, grpc_port: int, rest_port: int, *extra: str
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A model server on fixed ports (so a restart comes back at the same address)."""
-    command = [
-        sys.executable,
-        "-m",
-        "clothing.cli",
-        "model-server",
-        "--host=127.0.0.1",
-        f"--port={grpc_port}",
-        f"--rest_api_port={rest_port}",
-        f"--model_name={MODEL}",
-        f"--model_base_path={base}",
-        *extra,
-    ]
+    command = model_server_command(
+        grpc_port, rest_port, f"--model_name={MODEL}", f"--model_base_path={base}", *extra
+    )
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:

@@ -16,17 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures import build_test_model, run_model_server
+from tests.fixtures import GatewayProcess, build_test_model, run_gateway, run_model_server
 
 from . import bodies
-from .helpers import (
-    GatewayProcess,
-    peak_rss_kib,
-    png_bytes,
-    process_stats,
-    reset_peak_rss,
-    run_gateway,
-)
+from .helpers import peak_rss_kib, png_bytes, process_stats, reset_peak_rss
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,10 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from tests.fixtures import ModelServerProcess
+from tests.fixtures import GatewayProcess, ModelServerProcess, run_gateway
 
 from . import bombs
-from .helpers import (
-    GatewayProcess,
-    peak_rss_kib,
-    png_bytes,
-    process_stats,
-    reset_peak_rss,
-    run_gateway,
-)
+from .helpers import peak_rss_kib, png_bytes, process_stats, reset_peak_rss
 
 POD_DECODE_BUDGET = 512 * 1024 * 1024 // 4
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 
 from clothing.benchmarks.processes import free_port
-from tests.fixtures import run_model_server, wait_ready
+from tests.fixtures import run_gateway, run_model_server, wait_ready
 
-from .helpers import MODEL, run_gateway
+from .helpers import MODEL
 
 
 def test_model_server_not_ready_answers_503_with_retry_after(tmp_path: Path) -> None:

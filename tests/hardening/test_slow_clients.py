@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.fixtures import build_test_model, run_model_server
+from tests.fixtures import GatewayProcess, build_test_model, run_gateway, run_model_server
 
-from .helpers import GatewayProcess, png_bytes, run_gateway
+from .helpers import png_bytes
 from .payloads import stalled_request_head
 
 BODY_TIMEOUT = 3.0

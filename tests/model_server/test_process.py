@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from clothing import tensors
 from clothing.proto.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-from tests.fixtures import build_test_model, run_model_server
+from tests.fixtures import build_test_model, cli_command, model_server_command, run_model_server
 
 
 def predict(
@@ -114,18 +113,13 @@ def _grpc_request_in_flight(rest_url: str) -> bool:
 def test_unavailable_provider_is_reported(tmp_path: Path) -> None:
     build_test_model(tmp_path / "m" / "1")
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "clothing.cli",
-            "model-server",
+        model_server_command(
+            0,
+            0,
             "--model_name=m",
             f"--model_base_path={tmp_path / 'm'}",
-            "--port=0",
-            "--rest_api_port=0",
-            "--host=127.0.0.1",
             "--execution_providers=tensorrt,cuda",
-        ],
+        ),
         capture_output=True,
         check=False,
         text=True,
@@ -142,7 +136,7 @@ def test_inspect_prints_the_signature(tmp_path: Path) -> None:
     build_test_model(tmp_path / "m" / "2", height=48, width=64)
     for target in (tmp_path / "m", tmp_path / "m" / "2", tmp_path / "m" / "2" / "model.onnx"):
         done = subprocess.run(
-            [sys.executable, "-m", "clothing.cli", "inspect", str(target)],
+            cli_command("inspect", str(target)),
             capture_output=True,
             check=False,
             text=True,
@@ -156,7 +150,7 @@ def test_inspect_prints_the_signature(tmp_path: Path) -> None:
         assert "shape: (-1, 10)" in done.stdout
         assert "Method name is: tensorflow/serving/predict" in done.stdout
     missing = subprocess.run(
-        [sys.executable, "-m", "clothing.cli", "inspect", str(tmp_path)],
+        cli_command("inspect", str(tmp_path)),
         capture_output=True,
         check=False,
         text=True,
