@@ -4,12 +4,18 @@ Writes ``<model_dir>/<version>/model.onnx`` with input ``image`` (uint8 NHWC,
 dynamic batch) and output ``probabilities`` (softmax), plus ``classes.txt`` and
 ``metadata.json``. The same weights always give the same bytes: the exporter's
 producer fields are overwritten and nothing time-dependent is stored.
+
+Several checkpoints of one recipe (runs that differ in their seed) can be
+exported as one network whose every weight is their mean (a uniform "model
+soup"): runs fine-tuned from the same pretrained weights land in one basin, and
+their mean usually scores above each run at one network's cost.
 """
 
 from __future__ import annotations
 
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +75,62 @@ def load_checkpoint(path: Path) -> Checkpoint:
         )
     except (KeyError, TypeError, RuntimeError, EOFError) as error:
         raise ExportError(f"{path} is not a training checkpoint: {error}") from error
+
+
+# What must agree for weights to be averaged: the same network, classes and input.
+_SHARED_RECIPE = ("arch", "image_size", "serve_image_size")
+
+
+def average_checkpoints(checkpoints: Sequence[Checkpoint]) -> Checkpoint:
+    """One checkpoint whose floating-point tensors are the mean of ``checkpoints``'.
+
+    Integer tensors (batch-norm counters) are taken from the first. The recipe
+    fields all runs share are kept once; ``averaged_runs`` lists the rest of each
+    run's (its seed, command, best epoch) with its best validation accuracy.
+    """
+    if not checkpoints:
+        raise ExportError("no checkpoint to export")
+    first = checkpoints[0]
+    if len(checkpoints) == 1:
+        return first
+    for other in checkpoints[1:]:
+        if other.classes != first.classes:
+            raise ExportError(f"classes differ: {first.classes} and {other.classes}")
+        for key in _SHARED_RECIPE:
+            if other.training.get(key) != first.training.get(key):
+                raise ExportError(
+                    f"checkpoints differ in {key} ({first.training.get(key)} and"
+                    f" {other.training.get(key)}): only runs of one network can be averaged"
+                )
+        if other.state_dict.keys() != first.state_dict.keys() or any(
+            other.state_dict[name].shape != tensor.shape
+            for name, tensor in first.state_dict.items()
+        ):
+            raise ExportError("checkpoints hold different tensors")
+    state = {
+        name: torch.stack([c.state_dict[name] for c in checkpoints]).mean(dim=0)
+        if tensor.is_floating_point()
+        else tensor
+        for name, tensor in first.state_dict.items()
+    }
+    shared = {
+        key: value
+        for key, value in first.training.items()
+        if all(c.training.get(key) == value for c in checkpoints)
+    }
+    runs = [
+        {key: value for key, value in c.training.items() if key not in shared}
+        | {"validation_accuracy": c.metrics.get("validation_accuracy")}
+        for c in checkpoints
+    ]
+    # A run's best validation accuracy says nothing of the mean network's:
+    # `clothing evaluate --update-metadata` measures that.
+    return Checkpoint(state, first.classes, shared | {"averaged_runs": runs}, {})
+
+
+def load_checkpoints(paths: Sequence[Path]) -> Checkpoint:
+    """One checkpoint, or the weight average of several (see :func:`average_checkpoints`)."""
+    return average_checkpoints([load_checkpoint(path) for path in paths])
 
 
 def serving_model(checkpoint: Checkpoint, *, flip_average: bool = False) -> ServingModel:
@@ -161,7 +223,7 @@ class ExportResult:
 
 
 def export(
-    checkpoint_path: Path,
+    checkpoint_paths: Sequence[Path],
     model_dir: Path,
     *,
     version: int | None = None,
@@ -171,10 +233,11 @@ def export(
 ) -> ExportResult:
     """Write one version folder; with ``check_images`` also verify ONNX vs PyTorch.
 
+    Several checkpoints are exported as the average of their weights.
     ``flip_average`` makes the graph average the softmax of each photo and its
     mirror image.
     """
-    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint = load_checkpoints(checkpoint_paths)
     version = version_to_write(model_dir, version, overwrite=overwrite)
     model = serving_model(checkpoint, flip_average=flip_average)
     model_bytes = onnx_bytes(model, checkpoint.image_size)

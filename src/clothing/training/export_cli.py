@@ -5,8 +5,12 @@ output ``probabilities`` float32 [batch, classes], normalisation inside the grap
 classes.txt and metadata.json. VERSION defaults to the next free integer. The
 ONNX Runtime output is compared with PyTorch's on real images (--check-data) and
 the export fails if they differ by more than 1e-4. Re-exporting the same
-checkpoint gives byte-identical files. --flip-average bakes horizontal-flip
-test-time augmentation into the graph; the signature stays the same.
+checkpoint gives byte-identical files. Given several checkpoints of one
+network (the same --arch, classes and image sizes), every weight of the
+exported network is their mean (a uniform model soup: runs that differ only in
+their seed often average to a better network than either). --flip-average
+bakes horizontal-flip test-time augmentation into the graph; the signature
+stays the same.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         type=Path,
-        default=Path("runs/train/checkpoint.pt"),
-        help="checkpoint.pt written by `clothing train`",
+        nargs="+",
+        default=[Path("runs/train/checkpoint.pt")],
+        help="checkpoint.pt written by `clothing train`; several (runs of one recipe with"
+        " other seeds) are exported as one network holding the mean of their weights",
     )
     add_version_arguments(
         parser,
@@ -76,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     try:
-        size = load_checkpoint(args.checkpoint).image_size
+        size = load_checkpoint(args.checkpoint[0]).image_size
         images = check_images(args.check_data, size)
         result = export(
             args.checkpoint,
