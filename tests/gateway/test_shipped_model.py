@@ -27,7 +27,7 @@ def _recorded() -> dict[str, float]:
     require(BUNDLED_MODEL.is_dir(), f"no bundled model in {BUNDLED_MODEL}")
     metrics = json.loads((bundled_version() / "metadata.json").read_text())["metrics"]
     return {
-        "accuracy": float(metrics["validation_accuracy"]),
+        "accuracy": float(metrics["evaluation"]["top1_accuracy"]),
         "images": float(metrics["evaluation"]["images"]),
     }
 

@@ -22,7 +22,7 @@ _PREDICTION_EXAMPLE: dict[str, Any] = {
         "shoes": 0.0006,
         "hat": 0.0003,
     },
-    "model": {"name": "clothing-model", "version": 1},
+    "model": {"name": "clothing-model", "version": 3},
     "timing_ms": {"fetch": 84.2, "preprocess": 3.1, "inference": 6.4, "total": 94.0},
 }
 

@@ -22,8 +22,9 @@ DEFAULT_MAX_MODELS = 16
 # Rows one request may carry: 4x the gateway's largest batch (16) and the largest
 # size the benchmark's in-process ceiling runs (64). Version 1 of the bundled model
 # (224x224) peaked near 485 MB for 64 rows without the arena (docs/reliability.md);
-# version 2's 256x256 has 1.31x the activations, still inside the pod's 2 GiB with
-# room for the requests beside it (tests/containers run it under that limit).
+# version 3 (EfficientNet-Lite1, 272x272) peaks near 660 MB in process, still inside
+# the pod's 2 GiB with room for the requests beside it (tests/containers run it under
+# that limit).
 DEFAULT_MAX_BATCH_ROWS = 64
 # RPCs handled at once per transport; more get RESOURCE_EXHAUSTED / 429 at once
 # rather than queueing work (and its memory) without bound.
