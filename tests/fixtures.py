@@ -230,9 +230,10 @@ def run_model_server(
     (``None`` skips the check).
     """
     grpc_port, rest_port = free_port(), free_port()
-    command = model_server_command(grpc_port, rest_port, *extra_args)
+    command = model_server_command(grpc_port, rest_port)
     if model_base_path is not None:
         command += [f"--model_name={model_name}", f"--model_base_path={model_base_path}"]
+    command += extra_args
     full_env = dict(os.environ)
     full_env.update(env or {})
     with tempfile.TemporaryDirectory(prefix="model-server-log-") as log_dir:

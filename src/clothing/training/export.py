@@ -8,7 +8,7 @@ producer fields are overwritten and nothing time-dependent is stored.
 Several checkpoints of one recipe (runs that differ in their seed) can be
 exported as one network whose every weight is their mean (a uniform "model
 soup"): runs fine-tuned from the same pretrained weights land in one basin, and
-their mean usually scores above each run at one network's cost.
+their mean often scores above each run at one network's cost.
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ class ExportResult:
 
 
 def export(
-    checkpoint_paths: Sequence[Path],
+    checkpoint: Checkpoint,
     model_dir: Path,
     *,
     version: int | None = None,
@@ -233,11 +233,10 @@ def export(
 ) -> ExportResult:
     """Write one version folder; with ``check_images`` also verify ONNX vs PyTorch.
 
-    Several checkpoints are exported as the average of their weights.
-    ``flip_average`` makes the graph average the softmax of each photo and its
+    ``checkpoint`` comes from :func:`load_checkpoints` (one run, or the average of
+    several). ``flip_average`` makes the graph average the softmax of each photo and its
     mirror image.
     """
-    checkpoint = load_checkpoints(checkpoint_paths)
     version = version_to_write(model_dir, version, overwrite=overwrite)
     model = serving_model(checkpoint, flip_average=flip_average)
     model_bytes = onnx_bytes(model, checkpoint.image_size)

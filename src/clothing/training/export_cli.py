@@ -78,14 +78,14 @@ def run(args: argparse.Namespace) -> int:
 
     from clothing.serving_layout import LayoutError
     from clothing.training.data import DatasetError
-    from clothing.training.export import ExportError, export, load_checkpoint
+    from clothing.training.export import ExportError, export, load_checkpoints
 
     torch.set_num_threads(max(1, args.threads))
     try:
-        size = load_checkpoint(args.checkpoint[0]).image_size
-        images = check_images(args.check_data, size)
+        checkpoint = load_checkpoints(args.checkpoint)
+        images = check_images(args.check_data, checkpoint.image_size)
         result = export(
-            args.checkpoint,
+            checkpoint,
             args.model_dir,
             version=args.version,
             check_images=images,
