@@ -2,8 +2,10 @@
 # Model server image: TF Serving's gRPC (8500) and REST (8501) APIs on ONNX Runtime.
 # Build from the repository root:
 #   docker build -f deploy/docker/model-server.Dockerfile -t clothing-classifier/model-server:0.1.0 .
-# The bundled model is baked in under /models/clothing-model/<version>; mount another
-# model repository over /models/clothing-model (or set MODEL_BASE_PATH) to serve it instead.
+# Both copies of the bundled model are baked in: /models/clothing-model-int8/<version>, served
+# by default (CPUs), and the float32 original /models/clothing-model/<version> (GPUs: set
+# MODEL_BASE_PATH to it). Mount another model repository and point MODEL_BASE_PATH at it
+# to serve it instead.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
@@ -29,13 +31,14 @@ ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MODEL_NAME=clothing-model \
-    MODEL_BASE_PATH=/models/clothing-model
+    MODEL_BASE_PATH=/models/clothing-model-int8
 RUN groupadd --system --gid 10001 clothing \
     && useradd --system --uid 10001 --gid clothing --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin clothing
 COPY --from=builder /opt/venv /opt/venv
 # Owned by root and read-only for the server: it only ever reads its models.
 COPY models/clothing-model /models/clothing-model
+COPY models/clothing-model-int8 /models/clothing-model-int8
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8500 8501

@@ -81,7 +81,7 @@ def test_dockerfile_commands_parse() -> None:
     config = server_config(_docker_cmd("model-server"), _docker_env("model-server"))
     assert (config.host, config.port, config.rest_api_port) == ("0.0.0.0", 8500, 8501)
     (model,) = config.models
-    assert (model.name, str(model.base_path)) == ("clothing-model", "/models/clothing-model")
+    assert (model.name, str(model.base_path)) == ("clothing-model", "/models/clothing-model-int8")
 
 
 def test_gateway_dockerfile_command_parses(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -103,9 +103,10 @@ def test_model_server_image_bakes_the_bundled_model() -> None:
     instructions = dockerfile_instructions("model-server")
     env = " ".join(args for keyword, args in instructions if keyword == "ENV")
     assert "MODEL_NAME=clothing-model" in env
-    assert "MODEL_BASE_PATH=/models/clothing-model" in env
+    assert "MODEL_BASE_PATH=/models/clothing-model-int8" in env
     copies = [args for keyword, args in instructions if keyword == "COPY"]
     assert "models/clothing-model /models/clothing-model" in copies
+    assert "models/clothing-model-int8 /models/clothing-model-int8" in copies
 
 
 def test_gateway_image_has_no_model() -> None:

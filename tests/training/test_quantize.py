@@ -117,12 +117,14 @@ def test_the_command_writes_a_copy_the_model_server_serves(
     assert metadata["classes"] == list(COLOURS)
     check = metadata["metrics"]["int8_check"]
     assert check["top1_accuracy_int8"] == check["top1_accuracy_float32"] == 1.0
+    assert check["data"] == "validation"  # the split, not a path on the machine that ran it
     assert check["recall_int8"] == {name: 1.0 for name in COLOURS}
     assert check["calibration"] == {
         "method": "minmax",
         "photos": 16,
         "data": "train",
-        "bias_correction": True,
+        "rounding": "learned",
+        "rounding_steps": 300,
     }
     assert evaluate(output, colour_photos / "validation").accuracy == 1.0
 
@@ -164,6 +166,7 @@ def test_bad_flags_and_data_are_refused(tmp_path: Path, colour_photos: Path) -> 
     assert main(["quantize", *flags, "--max-drop=-1"]) == 2
     assert main(["quantize", *flags, "--max-recall-drop=-1"]) == 2
     assert main(["quantize", *flags, "--calibration-photos=0"]) == 2
+    assert main(["quantize", *flags, "--rounding-steps=0"]) == 2
     assert main(["quantize", f"--model={tmp_path / 'none'}", *flags[1:]]) == 2
     only_validation = [flags[0], f"--data={colour_photos / 'validation'}", flags[2]]
     assert main(["quantize", *only_validation]) == 2

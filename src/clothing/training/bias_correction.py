@@ -26,7 +26,7 @@ CORRECTED_OPS = ("Conv", "Gemm")
 PHOTOS_PER_RUN = 8
 
 
-def _attribute(node: Any, name: str, default: int) -> int:
+def attribute(node: Any, name: str, default: int) -> int:
     return next((int(a.i) for a in node.attribute if a.name == name), default)
 
 
@@ -55,7 +55,7 @@ def dequantized_weights(quantized: Any) -> dict[str, np.ndarray]:
         zero = constants[dequantizer.input[2]] if len(dequantizer.input) > 2 else np.zeros(1)
         shape = [1] * values.ndim
         if scale.ndim:  # a scale per channel along the node's axis
-            shape[_attribute(dequantizer, "axis", 1)] = -1
+            shape[attribute(dequantizer, "axis", 1)] = -1
         weights[node.name] = (values - zero.reshape(shape)) * scale.reshape(shape)
     return weights
 
@@ -103,9 +103,9 @@ def output_shift(node: Any, weight: np.ndarray, error: np.ndarray, mean: np.ndar
     """
     if node.op_type == "Gemm":
         # y = x @ W.T (transB) or x @ W; the input's features index W's inputs.
-        by_input = error if _attribute(node, "transB", 0) else error.T
+        by_input = error if attribute(node, "transB", 0) else error.T
         return np.asarray(by_input @ mean)
-    groups = _attribute(node, "group", 1)
+    groups = attribute(node, "group", 1)
     outputs, inputs_per_group = weight.shape[:2]
     per_tap = error.reshape(outputs, inputs_per_group, -1).sum(axis=2)
     group_means = mean.reshape(groups, inputs_per_group)[np.arange(outputs) // (outputs // groups)]

@@ -46,7 +46,7 @@ def _compare(args: argparse.Namespace, model_file: Path, copy_file: Path) -> dic
         for path in (model_file, copy_file)
     )
     return {
-        "data": str(folder),
+        "data": folder.name,
         "device": args.device,
         "images": source.images,
         "top1_accuracy_float32": round(source.accuracy, 4),

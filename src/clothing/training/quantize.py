@@ -19,7 +19,7 @@ is measured by the caller (:mod:`clothing.training.quantize_cli`), never assumed
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,15 @@ from typing import Any
 import numpy as np
 
 from clothing.training.data import DatasetError, list_classes, list_images
+from clothing.training.learned_rounding import STEPS
 
 # The calibration methods ``quantize_static`` offers, by the names the CLI takes.
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+# How weights land on their int8 grid: ``learned`` chooses up or down per weight to keep
+# each convolution's output (:mod:`clothing.training.learned_rounding`); ``corrected``
+# rounds to nearest, then each layer's bias absorbs the mean shift rounding adds
+# (:mod:`clothing.training.bias_correction`); ``nearest`` is quantize_static's own.
+ROUNDINGS = ("learned", "corrected", "nearest")
 # Photos per calibration pass. Entropy and percentile keep every activation of a
 # pass in memory (about 45 MB per photo for EfficientNet-Lite0 at 224 px) before
 # folding it into their histograms, so passes stay small.
@@ -131,21 +137,24 @@ def to_int8(
     calibration: Calibration,
     *,
     method: str = "minmax",
-    bias_correction: bool = True,
+    rounding: str = "learned",
+    rounding_steps: int = STEPS,
+    progress: Callable[[str], None] | None = None,
 ) -> Any:
     """The model at ``model_file`` quantized to int8 (QDQ, per-channel weights), checked.
 
-    With ``bias_correction`` (see :mod:`clothing.training.bias_correction`) it is
-    quantized twice: once to learn how its weights round, then again after the
-    float biases absorb the shift that rounding adds.
+    ``rounding`` says how weights land on their int8 grid (see ``ROUNDINGS``).
     """
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from clothing.training.bias_correction import correct_biases
+    from clothing.training.learned_rounding import PHOTOS, learn_rounding, spread
 
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"unknown rounding {rounding!r}; choose from {', '.join(ROUNDINGS)}")
     with tempfile.TemporaryDirectory(prefix="quantize-") as scratch:
         # Shape inference and graph clean-up first (constant folding, Pads folded into
         # the convolutions), as ONNX Runtime's quantization guide asks.
@@ -153,13 +162,24 @@ def to_int8(
         quant_pre_process(str(model_file), str(prepared))
         quantized = Path(scratch) / "int8.onnx"
         quantize_file(prepared, quantized, calibration, method)
-        if bias_correction:
+        model = onnx.load(str(quantized))
+        if rounding == "corrected":
             float_model = onnx.load(str(prepared))
-            rounded = onnx.load(str(quantized))
-            correct_biases(float_model, rounded, calibration.input_name, calibration.pixels)
+            correct_biases(float_model, model, calibration.input_name, calibration.pixels)
             onnx.save(float_model, str(prepared))
             quantize_file(prepared, quantized, calibration, method)
-        model = onnx.load(str(quantized))
+            model = onnx.load(str(quantized))
+        elif rounding == "learned":
+            photos = spread(calibration.pixels, PHOTOS)
+            float_model = onnx.load(str(prepared))
+            learn_rounding(
+                float_model,
+                model,
+                calibration.input_name,
+                photos,
+                steps=rounding_steps,
+                progress=progress,
+            )
     onnx.checker.check_model(model)
     _check_signature(onnx.load(str(model_file)), model)
     return model

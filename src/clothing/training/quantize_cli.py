@@ -2,8 +2,9 @@
 
 Activation ranges are calibrated on photos from DATA/train, put through the
 gateway's own preprocessing; weights are int8 with a scale per output channel
-(ONNX Runtime's quantize_static, QDQ form), and each layer's bias is corrected
-for the average shift its rounded weights add on those photos. The copy has the
+(ONNX Runtime's quantize_static, QDQ form), and by default each convolution's
+weights round up or down as keeps its output on those photos closest to
+float32's (learned rounding, with PyTorch from the train extra). The copy has the
 same inputs and outputs as the source (uint8 pixels in, float32 probabilities
 out) and goes to OUTPUT/<version>/ with the source's classes.txt and
 metadata.json (which records the check); serve it like any model (e.g.
@@ -17,14 +18,17 @@ compares the two copies' images/s in process.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
 
 from clothing.training.derived import accuracy_holds, add_copy_arguments, publish_if_it_holds
-from clothing.training.quantize import METHODS
+from clothing.training.learned_rounding import STEPS
+from clothing.training.quantize import METHODS, ROUNDINGS
 
 DEFAULT_METHOD = "minmax"
+DEFAULT_ROUNDING = "learned"
 DEFAULT_PHOTOS = 256
 
 
@@ -46,11 +50,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"how activation ranges are calibrated (default {DEFAULT_METHOD})",
     )
     parser.add_argument(
-        "--no-bias-correction",
-        dest="bias_correction",
-        action="store_false",
-        help="skip bias correction (by default each layer's bias absorbs the average shift"
-        " its int8 weights add, measured on the calibration photos)",
+        "--rounding",
+        choices=ROUNDINGS,
+        default=DEFAULT_ROUNDING,
+        help="how weights land on the int8 grid: learned (default; each weight rounds up or"
+        " down as keeps its convolution's output on calibration photos, needs the train"
+        " extra's PyTorch), corrected (nearest, then each layer's bias absorbs the mean"
+        " shift rounding adds) or nearest",
+    )
+    parser.add_argument(
+        "--rounding-steps",
+        type=int,
+        default=STEPS,
+        help=f"gradient steps per convolution for --rounding learned (default {STEPS})",
     )
     parser.add_argument(
         "--calibration-photos",
@@ -79,7 +91,7 @@ def _compare(args: argparse.Namespace, model_file: Path, copy_file: Path) -> dic
     settings = {"batch_size": args.batch_size, "threads": args.threads}
     source, copy = (evaluate(path, folder, **settings) for path in (model_file, copy_file))
     return {
-        "data": str(folder),
+        "data": folder.name,
         "images": source.images,
         "top1_accuracy_float32": round(source.accuracy, 4),
         "top1_accuracy_int8": round(copy.accuracy, 4),
@@ -128,7 +140,12 @@ def _calibrate_and_quantize(args: argparse.Namespace, model_file: Path) -> Any:
         f"calibrating on {len(calibration.pixels)} photos from {train} ({args.method})", flush=True
     )
     model = to_int8(
-        model_file, calibration, method=args.method, bias_correction=args.bias_correction
+        model_file,
+        calibration,
+        method=args.method,
+        rounding=args.rounding,
+        rounding_steps=args.rounding_steps,
+        progress=lambda line: print(line, flush=True),
     )
     return model, len(calibration.pixels)
 
@@ -136,8 +153,13 @@ def _calibrate_and_quantize(args: argparse.Namespace, model_file: Path) -> Any:
 def _check_flags(args: argparse.Namespace) -> str | None:
     if args.max_drop < 0 or args.max_recall_drop < 0:
         return "--max-drop and --max-recall-drop must be >= 0"
-    if args.batch_size < 1 or args.threads < 1 or args.calibration_photos < 1:
-        return "--batch-size, --threads and --calibration-photos must be >= 1"
+    if min(args.batch_size, args.threads, args.calibration_photos, args.rounding_steps) < 1:
+        return "--batch-size, --threads, --calibration-photos and --rounding-steps must be >= 1"
+    if args.rounding == "learned" and importlib.util.find_spec("torch") is None:
+        return (
+            "--rounding learned needs PyTorch (pip install 'clothing-classifier[train]');"
+            " or pass --rounding corrected"
+        )
     return None
 
 
@@ -158,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
             "method": args.method,
             "photos": photos,
             "data": "train",
-            "bias_correction": args.bias_correction,
+            "rounding": args.rounding,
+            **({"rounding_steps": args.rounding_steps} if args.rounding == "learned" else {}),
         }
         return publish_if_it_holds(
             model,
