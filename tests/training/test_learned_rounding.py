@@ -129,25 +129,29 @@ def _logits(model: onnx.ModelProto, pixels: np.ndarray) -> np.ndarray:
     return np.asarray(session.run(None, {"image": pixels})[0])
 
 
-# The source model, its calibration photos and its int8 copies by rounding.
-Copies = tuple[Path, Calibration, dict[str, onnx.ModelProto]]
+# The source model, its calibration photos, its int8 copies by rounding and what
+# learned rounding reported.
+Copies = tuple[Path, Calibration, dict[str, onnx.ModelProto], list[str]]
 
 
 @pytest.fixture(scope="module")
 def copies(tmp_path_factory: pytest.TempPathFactory) -> Copies:
     source = _small_convnet(tmp_path_factory.mktemp("convnet") / "model.onnx")
     calibration = Calibration("image", _photos(32, seed=1))
+    reports: list[str] = []
     made = {
-        rounding: to_int8(source, calibration, rounding=rounding, rounding_steps=100)
+        rounding: to_int8(
+            source, calibration, rounding=rounding, rounding_steps=100, progress=reports.append
+        )
         for rounding in ("nearest", "learned")
     }
-    return source, calibration, made
+    return source, calibration, made, reports
 
 
 def test_learned_rounding_only_moves_weights_to_the_other_neighbouring_grid_point(
     copies: Copies,
 ) -> None:
-    _, _, made = copies
+    _, _, made, reports = copies
     nearest, learned = made["nearest"], made["learned"]
     # Everything but the int8 weight values is identical: scales, ranges, biases, graph.
     assert _without_int8_weights(learned) == _without_int8_weights(nearest)
@@ -161,6 +165,7 @@ def test_learned_rounding_only_moves_weights_to_the_other_neighbouring_grid_poin
         assert step.max() <= 1, name
         moved += int(step.sum())
     assert moved > 0  # some weights round the other way
+    assert reports[-1].startswith(f"{moved:,} of {sum(before[n].size for n in convolutions):,}")
     head = next(name for name in before if before[name].ndim == 2)
     assert np.array_equal(before[head], after[head])  # only convolutions are learned
 
@@ -168,7 +173,7 @@ def test_learned_rounding_only_moves_weights_to_the_other_neighbouring_grid_poin
 def test_learned_rounding_brings_answers_closer_to_float32_on_photos_it_never_saw(
     copies: Copies,
 ) -> None:
-    source, _, made = copies
+    source, _, made, _ = copies
     unseen = _photos(64, seed=2)
     expected = _logits(onnx.load(str(source)), unseen)
     error = {
@@ -179,6 +184,6 @@ def test_learned_rounding_brings_answers_closer_to_float32_on_photos_it_never_sa
 
 
 def test_unknown_roundings_are_refused(copies: Copies) -> None:
-    source, calibration, _ = copies
+    source, calibration, _, _ = copies
     with pytest.raises(ValueError, match="unknown rounding"):
         to_int8(source, calibration, rounding="stochastic")

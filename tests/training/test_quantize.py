@@ -100,6 +100,8 @@ def test_the_copy_keeps_its_inputs_and_outputs_and_answers_alike(
     pixels = calibration.pixels[::2]
     expected, got = _run(source, pixels), _run(int8.SerializeToString(), pixels)
     assert got.dtype == np.float32
+    # The softmax stays float32: probabilities, not uint8 steps of 1/255.
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(got, expected, atol=0.03)
     assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
 

@@ -59,6 +59,7 @@ class _Layer:
 
 def _layers(float_model: Any, quantized: Any) -> list[_Layer]:
     """The convolutions whose weights ``quantize_static`` made int8 with one scale a channel."""
+    import onnx
     from onnx import numpy_helper
 
     float_nodes = {node.name: node for node in float_model.graph.node if node.op_type == "Conv"}
@@ -73,7 +74,7 @@ def _layers(float_model: Any, quantized: Any) -> list[_Layer]:
             continue
         values = int8_constants.get(dequantizer.input[0])
         scale = int8_constants.get(dequantizer.input[1])
-        if values is None or scale is None or values.data_type != 3:  # 3: INT8
+        if values is None or scale is None or values.data_type != onnx.TensorProto.INT8:
             continue
         if (
             len(dequantizer.input) > 2
@@ -208,7 +209,7 @@ def learn_rounding(
     from onnx import numpy_helper
 
     layers = _layers(float_model, quantized)
-    changed = 0
+    changed = weights = 0
     for index, layer in enumerate(layers):
         inputs = _capture(quantized, layer.int8_input, input_name, pixels)
         float_inputs = _capture(float_model, layer.float_input, input_name, pixels)
@@ -217,7 +218,13 @@ def learn_rounding(
         if np.abs(learned.astype(np.int16) - nearest).max(initial=0) > 1:
             raise ValueError(f"learned rounding of {layer.name} moved a weight by more than a step")
         changed += int((learned != nearest).sum())
+        weights += learned.size
         layer.int8_weight.CopyFrom(numpy_helper.from_array(learned, layer.int8_weight.name))
         if progress is not None:
             progress(f"rounding learned for {index + 1}/{len(layers)} convolutions ({layer.name})")
+    if progress is not None and weights:
+        progress(
+            f"{changed:,} of {weights:,} convolution weights ({changed / weights:.1%})"
+            " round the other way than to the nearest step"
+        )
     return changed

@@ -11,15 +11,17 @@ The graph's input stays uint8: the Cast to float and the ``(x - 127) / 128``
 normalisation in front of the first convolution are not quantized (they are not
 operators ``quantize_static`` handles), and the first QuantizeLinear lands after
 them, where the calibrated range of ``(x - 127) / 128`` maps each pixel back onto
-its own uint8 value. The output stays float32 probabilities: the last operators
-(ReduceMean, Gemm, Softmax) dequantize before the softmax. Whether accuracy holds
-is measured by the caller (:mod:`clothing.training.quantize_cli`), never assumed.
+its own uint8 value. The output stays float32 probabilities: the softmax is not
+quantized (see :func:`output_nodes`).
+Whether accuracy holds is measured by the caller
+(:mod:`clothing.training.quantize_cli`), never assumed.
 """
 
 from __future__ import annotations
 
+import itertools
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +162,7 @@ def to_int8(
         # the convolutions), as ONNX Runtime's quantization guide asks.
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(model_file), str(prepared))
+        onnx.save(_named(onnx.load(str(prepared))), str(prepared))
         quantized = Path(scratch) / "int8.onnx"
         quantize_file(prepared, quantized, calibration, method)
         model = onnx.load(str(quantized))
@@ -185,9 +188,19 @@ def to_int8(
     return model
 
 
-def quantize_file(source: Path, target: Path, calibration: Calibration, method: str) -> None:
+def quantize_file(
+    source: Path,
+    target: Path,
+    calibration: Calibration,
+    method: str,
+    *,
+    keep_float: Sequence[str] | None = None,
+) -> None:
     """One ``quantize_static`` pass from ``source`` to ``target``: QDQ, per-channel int8
-    weights, uint8 activations calibrated on ``calibration`` with ``method``."""
+    weights, uint8 activations calibrated on ``calibration`` with ``method``. The
+    nodes named in ``keep_float`` stay float32: by default those that produce the
+    graph's outputs (:func:`output_nodes`)."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     # ONNX Runtime's CalibrationDataReader is an ABC that accepts any class with get_next.
@@ -200,8 +213,35 @@ def quantize_file(source: Path, target: Path, calibration: Calibration, method: 
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+        nodes_to_exclude=list(
+            output_nodes(onnx.load(str(source))) if keep_float is None else keep_float
+        ),
         extra_options={"CalibStridedMinMax": PHOTOS_PER_PASS // BATCH},
     )
+
+
+def output_nodes(model: Any) -> list[str]:
+    """The nodes that produce the graph's outputs: they stay float32.
+
+    What users read is the probabilities: rounded to uint8 steps of 1/255 they
+    no longer add up to 1, small ones read 0, and two classes can tie at the
+    top. Computed in float32 from the int8 network's dequantized logits, they
+    are a true softmax, and the top class is the same.
+    """
+    outputs = {value.name for value in model.graph.output}
+    return [node.name for node in model.graph.node if outputs.intersection(node.output)]
+
+
+def _named(model: Any) -> Any:
+    """``model`` with a name on every node (``quantize_static`` excludes nodes by name)."""
+    taken = {node.name for node in model.graph.node}
+    for index, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = next(
+                name for n in itertools.count(index) if (name := f"{node.op_type}_{n}") not in taken
+            )
+            taken.add(node.name)
+    return model
 
 
 def _signature(model: Any) -> list[tuple[str, str, int]]:
