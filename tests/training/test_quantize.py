@@ -200,6 +200,7 @@ def test_the_bundled_int8_copy_keeps_the_contract() -> None:
 
 @pytest.mark.dataset
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # without a bundled copy it runs `clothing quantize` (12 min here)
 def test_an_int8_copy_is_bundled_exactly_when_it_keeps_accuracy_and_every_class_recall(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
