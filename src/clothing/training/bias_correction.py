@@ -60,23 +60,29 @@ def dequantized_weights(quantized: Any) -> dict[str, np.ndarray]:
     return weights
 
 
-def input_means(model: Any, input_name: str, pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """The mean of each Conv or Gemm input per channel (over photos and positions), by node name."""
+def probe(model: Any, tensors: list[str]) -> Any:
+    """An ONNX Runtime session of ``model`` whose outputs are its inner ``tensors``."""
     import onnx
     import onnxruntime
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    del copy.graph.output[:]
+    for tensor in tensors:
+        copy.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+    return onnxruntime.InferenceSession(
+        copy.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+
+
+def input_means(model: Any, input_name: str, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """The mean of each Conv or Gemm input per channel (over photos and positions), by node name."""
 
     layers: dict[str, list[str]] = {}  # input tensor -> the layers that read it
     for node in model.graph.node:
         if node.op_type in CORRECTED_OPS:
             layers.setdefault(node.input[0], []).append(node.name)
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    for tensor in layers:
-        probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
-    session = onnxruntime.InferenceSession(
-        probe.SerializeToString(), providers=["CPUExecutionProvider"]
-    )
+    session = probe(model, list(layers))
     names = list(layers)
     sums: dict[str, np.ndarray] = {}
     rows: dict[str, int] = {}

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from clothing.training.bias_correction import attribute
+from clothing.training.bias_correction import attribute, probe
 
 STEPS = 300
 PHOTOS = 64
@@ -97,16 +97,7 @@ def _layers(float_model: Any, quantized: Any) -> list[_Layer]:
 
 def _capture(model: Any, tensor: str, input_name: str, pixels: np.ndarray) -> np.ndarray:
     """The values ``tensor`` takes inside ``model`` for ``pixels``."""
-    import onnx
-    import onnxruntime
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
-    session = onnxruntime.InferenceSession(
-        probe.SerializeToString(), providers=["CPUExecutionProvider"]
-    )
+    session = probe(model, [tensor])
     runs = [
         session.run([tensor], {input_name: pixels[start : start + PHOTOS_PER_RUN]})[0]
         for start in range(0, len(pixels), PHOTOS_PER_RUN)
