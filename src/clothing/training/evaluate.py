@@ -16,7 +16,13 @@ import numpy as np
 
 from clothing.gateway.imaging import scale_pixels
 from clothing.serving_layout import LayoutError, ModelMetadata, find_model_file, read_metadata
-from clothing.training.data import DatasetError, list_classes, list_images, load_batch
+from clothing.training.data import (
+    DatasetError,
+    LabelledImages,
+    list_classes,
+    list_images,
+    load_batch,
+)
 from clothing.training.metrics import (
     ClassMetrics,
     accuracy,
@@ -36,6 +42,8 @@ class Evaluation:
     images: int
     model: ModelMetadata
     predictions: np.ndarray  # the predicted class index of each image, in folder order
+    probabilities: np.ndarray  # each image's row of the model's output, in folder order
+    labels: np.ndarray  # each image's true class index in the model's order
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +64,33 @@ def evaluate(
     providers: Sequence[str] = ("CPUExecutionProvider",),
 ) -> Evaluation:
     """Top-1 accuracy, per-class precision/recall and the confusion matrix on ``data``."""
+    model = _open(model_path, threads, providers)
+    folder_classes = list_classes(data)
+    _check_classes(folder_classes, model.info)
+    return _measure(model, list_images(data, folder_classes), batch_size)
+
+
+def evaluate_images(
+    model_path: Path,
+    images: LabelledImages,
+    *,
+    batch_size: int = 32,
+    threads: int = 2,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+) -> Evaluation:
+    """The same measures on a list of labelled photos (e.g. a held-out fold)."""
+    model = _open(model_path, threads, providers)
+    _check_classes(images.classes, model.info)
+    return _measure(model, images, batch_size)
+
+
+@dataclass(frozen=True)
+class _Model:
+    session: Any  # onnxruntime.InferenceSession, imported only when a model is measured
+    info: ModelMetadata
+
+
+def _open(model_path: Path, threads: int, providers: Sequence[str]) -> _Model:
     import onnxruntime
 
     model_file = find_model_file(model_path)
@@ -66,19 +101,26 @@ def evaluate(
     info = read_metadata(model_file, lambda: session)
     if not info.classes:
         raise LayoutError(f"{model_file.parent} names no classes (metadata.json or classes.txt)")
-    folder_classes = list_classes(data)
-    unknown = sorted(set(folder_classes) - set(info.classes))
+    return _Model(session, info)
+
+
+def _check_classes(classes: Sequence[str], info: ModelMetadata) -> None:
+    unknown = sorted(set(classes) - set(info.classes))
     if unknown:
         raise DatasetError(f"classes the model does not know: {', '.join(unknown)}")
-    images = list_images(data, folder_classes)
-    # Folder labels -> the model's output order.
-    labels = np.array([info.classes.index(folder_classes[i]) for i in images.labels])
-    predictions = np.empty(len(images), dtype=np.int64)
+
+
+def _measure(model: _Model, images: LabelledImages, batch_size: int) -> Evaluation:
+    info = model.info
+    # The photos' labels -> the model's output order.
+    labels = np.array([info.classes.index(images.classes[i]) for i in images.labels])
+    outputs = np.empty((len(images), len(info.classes)), dtype=np.float32)
     for start in range(0, len(images), batch_size):
         paths = list(images.paths[start : start + batch_size])
         batch = _model_input(load_batch(paths, info.height, info.width), info)
-        (probabilities,) = session.run([info.output_name], {info.input_name: batch})
-        predictions[start : start + len(paths)] = np.asarray(probabilities).argmax(axis=1)
+        (probabilities,) = model.session.run([info.output_name], {info.input_name: batch})
+        outputs[start : start + len(paths)] = np.asarray(probabilities)
+    predictions = outputs.argmax(axis=1)
     matrix = confusion_matrix(labels, predictions, len(info.classes))
     return Evaluation(
         classes=list(info.classes),
@@ -88,6 +130,8 @@ def evaluate(
         images=len(images),
         model=info,
         predictions=predictions,
+        probabilities=outputs,
+        labels=labels,
     )
 
 

@@ -96,6 +96,8 @@ def cached_or_computed(
         "seed": config.seed,
         "data": data_hash,
     }
+    if config.folds:
+        key_fields |= {"folds": config.folds, "fold": config.fold}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
     cache_file = None if config.cache_dir is None else config.cache_dir / f"features-{key}.pt"
     if cache_file is not None and cache_file.is_file():

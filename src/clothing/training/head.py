@@ -45,8 +45,10 @@ def fit_head(
     generator: torch.Generator,
     batch_size: int = 64,
     learning_rate: float = 3e-3,
+    keep_best: bool = True,
 ) -> list[HeadEpoch]:
-    """Train ``_fc`` on pooled features; leaves the best-validation weights in place."""
+    """Train ``_fc`` on pooled features; leaves the best-validation weights in place, or the
+    last epoch's when ``keep_best`` is false (the validation photos then choose nothing)."""
     classifier, dropout = split.network._fc, split.network._dropout
     inputs, labels = train
     validation_inputs, validation_labels = validation
@@ -71,7 +73,7 @@ def fit_head(
             predicted = classifier(validation_inputs).argmax(dim=1)
         accuracy = float((predicted == validation_labels).float().mean())
         history.append(HeadEpoch(epoch, loss_sum / len(labels), accuracy))
-        if accuracy > best_accuracy:
+        if accuracy > best_accuracy or not keep_best:
             best_accuracy, best_state = accuracy, copy.deepcopy(classifier.state_dict())
     classifier.load_state_dict(best_state)
     return history

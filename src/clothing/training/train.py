@@ -35,6 +35,7 @@ from clothing.training.data import (
     list_images,
 )
 from clothing.training.features import cached_or_computed
+from clothing.training.folds import FOLD_SEED, pooled_images, split_fold
 from clothing.training.head import fit_head, pooled
 from clothing.training.network import SplitNetwork, build_network
 from clothing.training.resume import RandomStates, TrainingState, save_state
@@ -73,11 +74,21 @@ class TrainConfig:
     serve_image_size: int | None = None
     balanced_loss: bool = False
     stop_after: int | None = None
+    # Cross-validation: train on every labelled photo but fold ``fold`` of ``folds`` (0: off).
+    folds: int = 0
+    fold: int = 0
+    # Which state the run keeps: "best" (on the validation photos) or "last" (the final epoch).
+    keep: str = "best"
 
     @property
     def serve_size(self) -> int:
         """The side the model is validated (live stage) and exported at."""
         return self.serve_image_size or self.image_size
+
+    @property
+    def keeps_best(self) -> bool:
+        """Whether the validation photos choose the kept state (never a held-out fold)."""
+        return self.keep == "best"
 
 
 # How a run is carried on: not part of the recipe, so not saved with it.
@@ -266,7 +277,15 @@ def training_summary(
         "validation_images": validation_images,
         "data_sha256": data_hash,
         "command": config.command,
+        **cross_validation_summary(config),
     }
+
+
+def cross_validation_summary(config: TrainConfig) -> dict[str, object]:
+    """The fold a cross-validation run held out (nothing for an ordinary run)."""
+    if not config.folds:
+        return {}
+    return {"folds": config.folds, "fold": config.fold, "fold_seed": FOLD_SEED, "keep": config.keep}
 
 
 def save_outputs(
@@ -342,11 +361,13 @@ class Progress:
     best_epoch: int
     best_accuracy: float
     best_state: dict[str, torch.Tensor]
+    keep_best: bool = True
 
     def add(self, record: EpochRecord, measured: nn.Module) -> None:
         self.history.append(record)
-        # Strictly better only: ties keep the earlier, less fitted epoch.
-        if record.validation_accuracy > self.best_accuracy:
+        # Strictly better only: ties keep the earlier, less fitted epoch. A run that keeps
+        # its last epoch lets no score choose (the kept state is the one measured last).
+        if record.validation_accuracy > self.best_accuracy or not self.keep_best:
             self.best_epoch, self.best_accuracy = record.epoch, record.validation_accuracy
             self.best_state = copy.deepcopy(measured.state_dict())
 
@@ -541,8 +562,13 @@ def list_photos(config: TrainConfig, resumed: TrainingState | None) -> Photos:
     """The photos under ``config.data``; a resumed run refuses photos it did not start on."""
     classes = select_classes(config)
     limit = config.max_images_per_class
-    train_set = list_images(config.data / "train", classes, max_per_class=limit)
-    validation_set = list_images(config.data / "validation", classes, max_per_class=limit)
+    if config.folds:
+        train_set, validation_set = split_fold(
+            pooled_images(config.data, classes, limit), config.folds, config.fold
+        )
+    else:
+        train_set = list_images(config.data / "train", classes, max_per_class=limit)
+        validation_set = list_images(config.data / "validation", classes, max_per_class=limit)
     data_hash = content_hash(config.data, [*train_set.paths, *validation_set.paths])
     if resumed is not None and resumed.data_hash != data_hash:
         raise DatasetError(f"the photos under {config.data} are not the ones this run started on")
@@ -565,7 +591,7 @@ def start_run(
         data_hash=photos.data_hash,
         rng=np.random.default_rng(config.seed),
         generator=torch.Generator().manual_seed(config.seed),
-        progress=Progress([], 0, -1.0, {}),
+        progress=Progress([], 0, -1.0, {}, config.keeps_best),
         log=log,
     )
     if resumed is not None:
@@ -574,6 +600,7 @@ def start_run(
             resumed.best_epoch,
             resumed.best_accuracy,
             resumed.best_state,
+            config.keeps_best,
         )
         run.earlier_seconds = resumed.seconds
         log(f"resuming after epoch {len(run.progress.history)} of {run.total_epochs}")
@@ -612,7 +639,8 @@ def train(
         log(f"paused; carry on with: clothing train --resume {config.output}")
     checkpoint = run.save_outputs()
     best_epoch, best_accuracy = run.progress.best_epoch, run.progress.best_accuracy
-    log(f"best validation accuracy {best_accuracy:.4f} at epoch {best_epoch}; wrote {checkpoint}")
+    kept = "best validation accuracy" if config.keeps_best else "last epoch's validation accuracy"
+    log(f"{kept} {best_accuracy:.4f} at epoch {best_epoch}; wrote {checkpoint}")
     return TrainResult(checkpoint, best_epoch, best_accuracy, run.progress.history)
 
 
@@ -722,8 +750,10 @@ def warm_start(
             epochs=config.head_epochs,
             label_smoothing=config.label_smoothing,
             generator=run.generator,
+            keep_best=config.keeps_best,
         )
-        best_head = max(record.validation_accuracy for record in head_history)
-        run.log(f"classifier alone ({config.head_epochs} epochs): validation acc {best_head:.4f}")
+        kept = head_history if config.keeps_best else head_history[-1:]
+        kept_head = max(record.validation_accuracy for record in kept)
+        run.log(f"classifier alone ({config.head_epochs} epochs): validation acc {kept_head:.4f}")
     _, accuracy = evaluate_cached(split, validation_features, validation_labels, config.batch_size)
-    return Progress([], 0, accuracy, copy.deepcopy(split.network.state_dict()))
+    return Progress([], 0, accuracy, copy.deepcopy(split.network.state_dict()), config.keeps_best)

@@ -160,6 +160,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="keep the frozen-trunk activations here and reuse them on the next run",
     )
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        metavar="K",
+        help="cross-validation: pool train/ and validation/, split every class into K parts"
+        " and train on all but part --fold, which becomes the validation photos (0: off)",
+    )
+    parser.add_argument(
+        "--fold", type=int, default=0, metavar="I", help="the part (1 to K) a --folds run holds out"
+    )
+    parser.add_argument(
+        "--keep",
+        choices=["best", "last"],
+        default=None,
+        help="the state the run keeps: the epoch best on the validation photos, or the last"
+        " (default: best; with --folds always last, so the held-out part chooses nothing)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -210,6 +228,18 @@ def _invalid(args: argparse.Namespace) -> str | None:
             return f"--{name.replace('_', '-')} must be 0 or more"
     if not 0.0 <= args.ema_decay < 1.0:
         return "--ema-decay must be at least 0 and below 1"
+    return _invalid_folds(args)
+
+
+def _invalid_folds(args: argparse.Namespace) -> str | None:
+    if args.folds == 0:
+        return "--fold needs --folds" if args.fold else None
+    if args.folds < 2:
+        return "--folds must be 0 (off) or at least 2"
+    if not 1 <= args.fold <= args.folds:
+        return f"--fold must be 1 to {args.folds} with --folds {args.folds}"
+    if args.keep == "best":
+        return "--folds keeps the last epoch: the held-out part must not choose the state"
     return None
 
 
@@ -247,4 +277,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         serve_image_size=args.serve_image_size,
         balanced_loss=args.balanced_loss,
         stop_after=args.stop_after,
+        folds=args.folds,
+        fold=args.fold,
+        keep=args.keep or ("last" if args.folds else "best"),
     )
