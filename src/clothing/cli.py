@@ -31,10 +31,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("clothing.training.export_cli", "export a checkpoint to ONNX in the serving layout"),
     "evaluate": ("clothing.training.evaluate_cli", "measure an ONNX model on a labelled folder"),
     "quantize": (
-        "clothing.training.quantize_cli",
+        "clothing.precision.quantize_cli",
         "int8 copy of a model for CPUs, if accuracy holds",
     ),
-    "fp16": ("clothing.training.half_cli", "float16 copy of a model for GPUs, if accuracy holds"),
+    "fp16": ("clothing.precision.half_cli", "float16 copy of a model for GPUs, if accuracy holds"),
     "convert": (
         "clothing.convert.cli",
         "serve your own Keras model: .h5, .keras or SavedModel to ONNX",

@@ -10,7 +10,7 @@ import pytest
 from clothing.bench_cli import _config
 from clothing.benchmarks.precision import compare, format_table
 from clothing.cli import build_parser, main
-from clothing.training.quantize import Calibration, to_int8
+from clothing.precision.quantize import Calibration, to_int8
 from tests.bench.test_smoke import _bench, _processes_mentioning
 from tests.fixtures import build_test_model
 

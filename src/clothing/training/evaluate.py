@@ -55,6 +55,12 @@ class Evaluation:
         }
 
 
+def labelled_folder(data: Path) -> Path:
+    """``data/validation`` when there is one, else ``data`` itself."""
+    validation = data / "validation"
+    return validation if validation.is_dir() else data
+
+
 def evaluate(
     model_path: Path,
     data: Path,

@@ -21,20 +21,8 @@ import sys
 from pathlib import Path
 
 from clothing.serving_layout import METADATA_FILE, metadata_bytes
-
-
-def add_model_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=Path("models/clothing-model"),
-        help="model.onnx, a version folder, or a base path (highest version is used)",
-    )
-
-
-def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=32, help="images per inference call")
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+from clothing.training.arguments import add_inference_arguments, add_model_argument
+from clothing.training.evaluate import labelled_folder
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -82,11 +70,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="print the cross-validated figures of the fold files in DIR and exit",
     )
-
-
-def labelled_folder(data: Path) -> Path:
-    validation = data / "validation"
-    return validation if validation.is_dir() else data
 
 
 def record_in_metadata(model_file: Path, metrics: dict[str, object], data: Path) -> Path | None:

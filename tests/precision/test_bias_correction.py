@@ -9,8 +9,8 @@ import onnx
 import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
-from clothing.training.bias_correction import correct_biases, dequantized_weights
-from clothing.training.quantize import Calibration, quantize_file
+from clothing.precision.bias_correction import correct_biases, dequantized_weights
+from clothing.precision.quantize import Calibration, quantize_file
 
 CHANNELS, GROUPS, CLASSES = 8, 2, 3
 LAYER_OUTPUTS = ("mixed", "scores")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from clothing.training.bias_correction import attribute, probe
+from clothing.precision.bias_correction import attribute, probe
 
 STEPS = 300
 PHOTOS = 64

@@ -4,7 +4,7 @@ On a GPU with tensor cores, float16 runs the convolutions several times faster t
 float32 and halves the weights' memory. The copy keeps the model's input and output
 types (uint8 pixels in, float32 probabilities out), so clients, the gateway and the
 TF Serving API see no difference. Whether accuracy holds is measured by the caller
-(see :mod:`clothing.training.half_cli`), never assumed.
+(see :mod:`clothing.precision.half_cli`), never assumed.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from clothing.training.quantize import Calibration, to_int8
+from clothing.precision.quantize import Calibration, to_int8
 
 SIZE = 24
 CHANNELS = 12

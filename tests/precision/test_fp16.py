@@ -13,8 +13,8 @@ import pytest
 from onnx import TensorProto
 
 from clothing.cli import main
-from clothing.training.half import to_float16
-from clothing.training.half_cli import accuracy_holds
+from clothing.precision.copies import accuracy_holds
+from clothing.precision.half import to_float16
 from tests.bundled import BUNDLED_MODEL as BUNDLED
 from tests.bundled import bundled_version
 from tests.environment import dataset

@@ -14,7 +14,7 @@ them, where the calibrated range of ``(x - 127) / 128`` maps each pixel back ont
 its own uint8 value. The output stays float32 probabilities: the softmax is not
 quantized (see :func:`output_nodes`).
 Whether accuracy holds is measured by the caller
-(:mod:`clothing.training.quantize_cli`), never assumed.
+(:mod:`clothing.precision.quantize_cli`), never assumed.
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ from typing import Any
 
 import numpy as np
 
+from clothing.precision.learned_rounding import STEPS
 from clothing.training.data import DatasetError, list_classes, list_images
-from clothing.training.learned_rounding import STEPS
 
 # The calibration methods ``quantize_static`` offers, by the names the CLI takes.
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 # How weights land on their int8 grid: ``learned`` chooses up or down per weight to keep
-# each convolution's output (:mod:`clothing.training.learned_rounding`); ``corrected``
+# each convolution's output (:mod:`clothing.precision.learned_rounding`); ``corrected``
 # rounds to nearest, then each layer's bias absorbs the mean shift rounding adds
-# (:mod:`clothing.training.bias_correction`); ``nearest`` is quantize_static's own.
+# (:mod:`clothing.precision.bias_correction`); ``nearest`` is quantize_static's own.
 ROUNDINGS = ("learned", "corrected", "nearest")
 # Photos per calibration pass. Entropy and percentile keep every activation of a
 # pass in memory (about 45 MB per photo for EfficientNet-Lite0 at 224 px) before
@@ -150,8 +150,8 @@ def to_int8(
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from clothing.training.bias_correction import correct_biases
-    from clothing.training.learned_rounding import PHOTOS, learn_rounding, spread
+    from clothing.precision.bias_correction import correct_biases
+    from clothing.precision.learned_rounding import PHOTOS, learn_rounding, spread
 
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")

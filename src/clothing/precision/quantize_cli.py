@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clothing.training.derived import accuracy_holds, add_copy_arguments, publish_if_it_holds
-from clothing.training.learned_rounding import STEPS
-from clothing.training.quantize import METHODS, ROUNDINGS
+from clothing.precision.copies import accuracy_holds, add_copy_arguments, publish_if_it_holds
+from clothing.precision.learned_rounding import STEPS
+from clothing.precision.quantize import METHODS, ROUNDINGS
 
 DEFAULT_METHOD = "minmax"
 DEFAULT_ROUNDING = "learned"
@@ -123,8 +123,8 @@ def failures(report: dict[str, Any]) -> list[str]:
 
 
 def _calibrate_and_quantize(args: argparse.Namespace, model_file: Path) -> Any:
+    from clothing.precision.quantize import calibration_photos, to_int8
     from clothing.serving_layout import read_metadata
-    from clothing.training.quantize import calibration_photos, to_int8
 
     train, _ = _folders(args.data)
     info = read_metadata(model_file)

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clothing.training.derived import accuracy_holds, add_copy_arguments, publish_if_it_holds
+from clothing.precision.copies import accuracy_holds, add_copy_arguments, publish_if_it_holds
 
 __all__ = ["accuracy_holds", "configure", "run"]
 
@@ -36,8 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _compare(args: argparse.Namespace, model_file: Path, copy_file: Path) -> dict[str, Any]:
     """Both models on the labelled folder: accuracies and top-1 agreement."""
-    from clothing.training.evaluate import evaluate
-    from clothing.training.evaluate_cli import labelled_folder
+    from clothing.training.evaluate import evaluate, labelled_folder
 
     folder = labelled_folder(args.data)
     settings = {"batch_size": args.batch_size, "threads": args.threads}
@@ -59,9 +58,9 @@ def _compare(args: argparse.Namespace, model_file: Path, copy_file: Path) -> dic
 def run(args: argparse.Namespace) -> int:
     from onnx.checker import ValidationError
 
+    from clothing.precision.half import to_float16
     from clothing.serving_layout import find_model_file
     from clothing.training.data import DatasetError
-    from clothing.training.half import to_float16
 
     if args.max_drop < 0 or args.batch_size < 1 or args.threads < 1:
         print("error: --max-drop must be >= 0, --batch-size and --threads >= 1", file=sys.stderr)

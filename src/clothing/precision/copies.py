@@ -25,7 +25,7 @@ from clothing.serving_layout import (
     metadata_bytes,
     write_version,
 )
-from clothing.training.evaluate_cli import add_inference_arguments, add_model_argument
+from clothing.training.arguments import add_inference_arguments, add_model_argument
 
 SIDECAR_FILES = (CLASSES_FILE, METADATA_FILE)
 

@@ -14,8 +14,8 @@ from onnx import TensorProto, numpy_helper
 from PIL import Image
 
 from clothing.cli import main
+from clothing.precision.quantize import calibration_photos, to_int8
 from clothing.training.evaluate import evaluate
-from clothing.training.quantize import calibration_photos, to_int8
 from tests.bundled import BUNDLED_INT8, bundled_version, int8_bundled
 from tests.bundled import BUNDLED_MODEL as BUNDLED
 from tests.environment import dataset
