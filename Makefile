@@ -78,9 +78,7 @@ MODEL_VERSION ?= 3
 SEEDS ?= 1234 7
 RUN_PREFIX ?= runs/clothing-lite1-seed
 # The bundled model's recipe, less its seed and where it writes.
-RECIPE := --arch lite1 --image-size 240 --serve-image-size 272 --head-epochs 30 \
-	--epochs 0 --full-epochs 12 --full-learning-rate 3e-4 --frozen-blocks 0 \
-	--trainable-blocks 4 --batch-size 32 --ema-decay 0.998 --balanced-loss
+RECIPE ?= recipes/clothing-v3.toml
 
 train: install
 	for seed in $(SEEDS); do \
@@ -88,7 +86,7 @@ train: install
 		if [ -f $$run/resume.pt ]; then \
 			$(BIN)/clothing train --resume $$run --data $(DATA) || exit 1; \
 		else \
-			$(BIN)/clothing train --data $(DATA) --output $$run $(RECIPE) \
+			$(BIN)/clothing train --data $(DATA) --output $$run --recipe $(RECIPE) \
 				--seed $$seed --cache-dir runs/cache || exit 1; \
 		fi; \
 	done
@@ -108,7 +106,7 @@ cross-validate: install
 		if [ -f $$run/resume.pt ]; then \
 			$(BIN)/clothing train --resume $$run --data $(DATA) || exit 1; \
 		else \
-			$(BIN)/clothing train --data $(DATA) --output $$run $(RECIPE) \
+			$(BIN)/clothing train --data $(DATA) --output $$run --recipe $(RECIPE) \
 				--seed $(firstword $(SEEDS)) --folds $(FOLDS) --fold $$fold || exit 1; \
 		fi; \
 		$(BIN)/clothing export --checkpoint $$run/checkpoint.pt --model-dir $$run/model \

@@ -18,7 +18,7 @@ from clothing.training.cross_validation import (
 )
 from clothing.training.data import LabelledImages
 from clothing.training.folds import fold_of_each, split_fold
-from clothing.training.train import EpochRecord, Progress
+from clothing.training.run import EpochRecord, Progress
 from tests.training.conftest import TINY_CLASSES, TRAIN_PER_CLASS, VALIDATION_PER_CLASS
 
 

@@ -19,9 +19,10 @@ from clothing.proto.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     prediction_service_pb2_grpc,
 )
+from clothing.training.checkpoint import load_checkpoint
 from clothing.training.data import list_classes, list_images, load_batch
 from clothing.training.evaluate import evaluate
-from clothing.training.export import load_checkpoint, onnx_bytes, parity_error, serving_model
+from clothing.training.export import onnx_bytes, parity_error, serving_model
 from tests.fixtures import run_model_server
 from tests.training.conftest import TINY_CLASSES
 

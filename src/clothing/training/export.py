@@ -32,6 +32,7 @@ from clothing.serving_layout import (
     version_to_write,
     write_version,
 )
+from clothing.training.checkpoint import Checkpoint, load_checkpoint
 from clothing.training.network import ServingModel, build_network
 
 OPSET = 17
@@ -43,38 +44,6 @@ PARITY_TOLERANCE = 1e-4
 
 class ExportError(ValueError):
     """The checkpoint or the target folder cannot be exported to."""
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    state_dict: dict[str, torch.Tensor]
-    classes: list[str]
-    training: dict[str, Any]
-    metrics: dict[str, Any]
-
-    @property
-    def arch(self) -> str:
-        return str(self.training["arch"])
-
-    @property
-    def image_size(self) -> int:
-        """The side the model is served at (larger than its training side, if it was chosen so)."""
-        return int(self.training.get("serve_image_size", self.training["image_size"]))
-
-
-def load_checkpoint(path: Path) -> Checkpoint:
-    if not path.is_file():
-        raise ExportError(f"no checkpoint at {path}")
-    try:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        return Checkpoint(
-            state_dict=stored["state_dict"],
-            classes=list(stored["classes"]),
-            training=dict(stored["training"]),
-            metrics=dict(stored.get("metrics", {})),
-        )
-    except (KeyError, TypeError, RuntimeError, EOFError) as error:
-        raise ExportError(f"{path} is not a training checkpoint: {error}") from error
 
 
 # What must agree for weights to be averaged: the same network, classes and input.

@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from clothing.serving_layout import LayoutError
+    from clothing.training.checkpoint import CheckpointError
     from clothing.training.data import DatasetError
     from clothing.training.export import ExportError, export, load_checkpoints
 
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             flip_average=args.flip_average,
         )
-    except (ExportError, LayoutError, DatasetError) as error:
+    except (ExportError, CheckpointError, LayoutError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     size_mb = result.model_path.stat().st_size / 1e6

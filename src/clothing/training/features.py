@@ -14,7 +14,7 @@ from clothing.training.data import LabelledImages, augment, load_rgb, to_model_i
 from clothing.training.network import SplitNetwork
 
 if TYPE_CHECKING:
-    from clothing.training.train import TrainConfig
+    from clothing.training.config import TrainConfig
 
 # The cache always stops this many blocks before the end (for lite0: where the
 # 7x7 stage starts), whatever --trainable-blocks says; with fewer trainable
