@@ -75,7 +75,9 @@ class ServingOptions:
 
 
 @contextlib.contextmanager
-def model_server(options: ServingOptions, *, batching: bool) -> Iterator[ModelServerEndpoint]:
+def model_server(
+    options: ServingOptions, *, batching: bool, flags: Sequence[str] = ()
+) -> Iterator[ModelServerEndpoint]:
     grpc_port, rest_port = free_port(), free_port()
     command = python_command(
         "-m",
@@ -94,6 +96,7 @@ def model_server(options: ServingOptions, *, batching: bool) -> Iterator[ModelSe
     if options.device != "cpu":
         providers = ",".join(DEVICE_PROVIDERS[options.device])
         command.append(f"--execution_providers={providers}")
+    command += flags
     rest_url = f"http://{LOOPBACK}:{rest_port}"
     name = "model-server+batching" if batching else "model-server"
     with run_service(
