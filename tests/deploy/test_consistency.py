@@ -139,7 +139,10 @@ def test_scale_out_compose_keeps_the_shipped_flags() -> None:
     overlay = yaml.load((ROOT / "docker-compose.scale-out.yaml").read_text(), Loader=_ComposeLoader)
     command = overlay["services"]["model-server"]["command"]
     assert set(SHIPPED_MODEL_SERVER_FLAGS) <= set(command)
-    assert server_config(command, {"MODEL_NAME": "m", "MODEL_BASE_PATH": "/models/m"}).batching is not None
+    assert (
+        server_config(command, {"MODEL_NAME": "m", "MODEL_BASE_PATH": "/models/m"}).batching
+        is not None
+    )
 
 
 def test_clothing_up_gives_the_shipped_flags() -> None:
