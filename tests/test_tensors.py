@@ -124,3 +124,14 @@ def test_arbitrary_bytes_never_escape_as_other_errors(data):
         return
     with contextlib.suppress(tensors.TensorError):
         tensors.to_numpy(proto)
+
+
+def test_from_numpy_fills_a_proto_in_place() -> None:
+    from clothing.proto.tensorflow_serving.apis import predict_pb2
+
+    pixels = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    request = predict_pb2.PredictRequest()
+    filled = tensors.from_numpy(pixels, into=request.inputs["x"])
+    assert filled is request.inputs["x"]
+    assert request.inputs["x"].dtype == types_pb2.DT_UINT8
+    np.testing.assert_array_equal(tensors.to_numpy(request.inputs["x"]), pixels)

@@ -2,9 +2,10 @@
 
 Level 1 (tensor in, probabilities out): in-process ONNX Runtime at its best batch
 size (the ceiling) against the model server over gRPC, batching off and on.
-Level 2 (photo in, class JSON out): gateway + model server against the baseline
-app (bench/baseline_app.py) and a LitServe app (bench/litserve_app.py), with
-dataset-size and phone-size photos sent as base64 and as URLs.
+Level 2 (photo in, class JSON out): gateway + model server as shipped (and without
+batching) against the baseline app (bench/baseline_app.py), a LitServe app
+(bench/litserve_app.py) and the photo-in ceiling (the same work in this process),
+with dataset-size and phone-size photos sent as base64 and as URLs.
 
 Every system is started as a subprocess on 127.0.0.1 and stopped at the end.
 Results go to OUTPUT/<timestamp>.json, .md and .png. Run from the repository root.
@@ -73,8 +74,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--systems",
         type=_name_list,
-        help="systems to measure (default all): model-server, model-server+batching, ours, "
-        "baseline, litserve",
+        help="systems to measure (default all): model-server, model-server+batching, ours (the "
+        "gateway and the model server as shipped), ours-no-batching, baseline, litserve, "
+        "photo-ceiling (the same photo work in this process)",
     )
     parser.add_argument(
         "--smoke", action="store_true", help="tiny counts, to check the benchmark runs"

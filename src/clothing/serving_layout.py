@@ -42,6 +42,11 @@ PRECISION_BASE_PATHS = {
     "float16": "models/clothing-model-fp16",  # clothing fp16 (not bundled)
 }
 CPU_PRECISION = "int8"
+# The model server's flags as shipped (compose, the manifests, `clothing up`, the
+# benchmark's "ours"): dynamic batching with its default parameters, which turns
+# concurrent one-image calls into batches on one-thread sessions (measured in
+# docs/benchmarks.md, "Where a photo's CPU goes").
+SHIPPED_MODEL_SERVER_FLAGS = ("--enable_batching",)
 
 # How a client scales uint8 pixels before sending them (the steps themselves are
 # the gateway's: clothing.gateway.imaging.SCALING_STEPS).

@@ -163,11 +163,22 @@ def _check_int_range(values: Sequence[int], dtype: np.dtype[np.generic], proto_d
         )
 
 
-def from_numpy(array: np.ndarray, *, use_tensor_content: bool = True) -> tensor_pb2.TensorProto:
-    """Encode an array; raw bytes by default, typed ``*_val`` fields otherwise."""
+def from_numpy(
+    array: np.ndarray,
+    *,
+    use_tensor_content: bool = True,
+    into: tensor_pb2.TensorProto | None = None,
+) -> tensor_pb2.TensorProto:
+    """Encode an array; raw bytes by default, typed ``*_val`` fields otherwise.
+
+    ``into`` fills an empty proto already in place (a request's ``inputs[name]``), which
+    saves copying the whole tensor once more with ``CopyFrom``.
+    """
     array = np.asarray(array)
     code = datatype_of(array.dtype)
-    proto = tensor_pb2.TensorProto(dtype=code, tensor_shape=shape_proto(array.shape))  # type: ignore[arg-type]
+    proto = tensor_pb2.TensorProto() if into is None else into
+    proto.dtype = code  # type: ignore[assignment]
+    proto.tensor_shape.CopyFrom(shape_proto(array.shape))
     if use_tensor_content:
         little = array.astype(array.dtype.newbyteorder("<"), copy=False)
         proto.tensor_content = np.ascontiguousarray(little).tobytes()

@@ -21,7 +21,12 @@ from pathlib import Path
 from types import FrameType
 
 from clothing.readiness import poll_until_ok
-from clothing.serving_layout import CPU_PRECISION, PRECISION_BASE_PATHS, versions_on_disk
+from clothing.serving_layout import (
+    CPU_PRECISION,
+    PRECISION_BASE_PATHS,
+    SHIPPED_MODEL_SERVER_FLAGS,
+    versions_on_disk,
+)
 
 GRACE_SECONDS = 15.0
 CPU_MODEL_BASE_PATH = PRECISION_BASE_PATHS[CPU_PRECISION]
@@ -88,6 +93,7 @@ def _children(args: argparse.Namespace) -> list[tuple[str, list[str], str]]:
         f"--host={args.host}",
         f"--model_name={args.model_name}",
         f"--model_base_path={Path(args.model_base_path).resolve()}",
+        *SHIPPED_MODEL_SERVER_FLAGS,
     ]
     gateway = [
         *cli,

@@ -49,6 +49,15 @@ def sample_results() -> dict[str, Any]:
         row(2, "baseline", 1, 20.0, size="phone", payload="b64"),
         row(2, "baseline", 4, 40.0, size="phone", payload="b64", block_images_per_s=[50.0, 30.0]),
         row(2, "litserve", 4, 0.0, size="phone", payload="b64"),
+        row(
+            2,
+            "photo-ceiling",
+            4,
+            100.0,
+            size="phone",
+            payload="b64",
+            block_images_per_s=[110.0, 90.0],
+        ),
     ]
     add_ratios(rows)
     return {

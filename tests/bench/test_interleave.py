@@ -130,3 +130,32 @@ async def test_a_block_starts_only_after_its_system_settles() -> None:
     ]
     assert len(gaps) == 3  # one block per round, one request each
     assert min(gaps) >= RESUME_SETTLE_S
+
+
+async def test_an_in_process_system_runs_its_own_blocks_between_the_others() -> None:
+    events: list[str] = []
+    server = Recorder("server", events)
+    asked: list[tuple[int | None, float | None]] = []
+
+    async def send(index: int) -> None:
+        events.append("request")
+
+    async def block(requests: int | None, seconds: float | None) -> LoadResult:
+        assert server.paused, "the in-process block ran while the server was running"
+        asked.append((requests, seconds))
+        events.append("block")
+        return LoadResult(concurrency=8, latencies_s=(0.1,), errors=0, elapsed_s=0.1)
+
+    results = await run_interleaved(
+        [Contender("server", send, (server,)), Contender("inside", None, (), block)],
+        concurrency=4,
+        rounds=2,
+        requests=6,
+        duration_s=None,
+        warmup=0,
+    )
+    assert asked == [(3, None), (3, None)]
+    assert events.count("block") == 2
+    # Filed under the cell's concurrency, not the batch the block ran with.
+    assert results["inside"].concurrency == 4
+    assert results["inside"].block_images_per_s == (10.0, 10.0)

@@ -37,8 +37,9 @@ def test_markdown_has_every_section() -> None:
     assert "Ceiling (in-process ONNX Runtime, best batch 8): **100.0 images/s**" in text
     assert "| model-server+batching | 4 | 90.0 |" in text
     assert "### phone-size photos, b64 payload" in text
-    assert "| ours | 4 | 60.0 | 10.0 | 20.0 | 1.50 (1.10–2.17) | – | 0 |" in text
-    assert "| ours | 1 | 30.0 | 10.0 | 20.0 | 1.50 | – | 0 |" in text
+    assert "| ours | 4 | 60.0 | 10.0 | 20.0 | 0.60 (0.50–0.72) | 1.50 (1.10–2.17) | – | 0 |" in text
+    assert "| ours | 1 | 30.0 | 10.0 | 20.0 | – | 1.50 | – | 0 |" in text
+    assert "| baseline | 4 | 40.0 | 10.0 | 20.0 | 0.40 (0.33–0.46) | – | – | 0 |" in text
     assert "| 0.90 (0.85–0.95) | 0 |" in text
     assert "| phone | 1500×2000 | 10.00 | 50.00 | 5.00 |" in text
 

@@ -56,6 +56,8 @@ def test_smoke_run_measures_every_system_and_cleans_up(tmp_path):
         (1, "model-server"),
         (1, "model-server+batching"),
         (2, "ours"),
+        (2, "ours-no-batching"),
+        (2, "photo-ceiling"),
         (2, "baseline"),
         (2, "litserve"),
         (2, "direct-grpc"),
@@ -72,6 +74,9 @@ def test_smoke_run_measures_every_system_and_cleans_up(tmp_path):
             assert row["ratio_to_ceiling"] == pytest.approx(
                 row["images_per_s"] / row["ceiling_images_per_s"], rel=0.05, abs=0.002
             )
+    for row in results["rows"]:
+        if row["level"] == 2 and row["system"] not in ("photo-ceiling", "direct-grpc"):
+            assert row["vs_ceiling"] > 0
     assert set(results["preprocessing"]) == {"dataset", "phone"}
     assert set(results["gateway_overhead"]) == {"dataset", "phone"}
     # Smoke concurrencies stop below 16: only c=1 latency and preprocessing are judged.

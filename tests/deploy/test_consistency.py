@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import pytest
+import yaml
 
 from clothing.cli import build_parser
 from clothing.gateway.app import create_app
@@ -20,11 +21,14 @@ from clothing.gateway.model_client import grpc_target
 from clothing.gateway.settings import GatewaySettings
 from clothing.model_server.cli import config_from_args
 from clothing.model_server.config import ServerConfig
+from clothing.serving_layout import SHIPPED_MODEL_SERVER_FLAGS
+from clothing.up import _children
 from tests.deploy.manifests import (
     DOCS,
     IMAGES,
     OVERLAYS,
     PUSH_SCRIPT,
+    ROOT,
     compose,
     container,
     dockerfile,
@@ -94,6 +98,8 @@ def test_compose_commands_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     server = services["model-server"]
     config = server_config(server["command"], server["environment"])
     assert config.port == 8500
+    assert set(SHIPPED_MODEL_SERVER_FLAGS) <= set(server["command"])
+    assert config.batching is not None
     gateway = services["gateway"]
     settings = gateway_settings(gateway["command"], gateway["environment"], monkeypatch)
     assert settings.tf_serving_host == f"model-server:{config.port}"
@@ -108,6 +114,8 @@ def test_manifest_commands_parse(directory: str, monkeypatch: pytest.MonkeyPatch
     declared = {port["name"]: port["containerPort"] for port in server["ports"]}
     assert declared == {"grpc": config.port, "http": config.rest_api_port}
     assert dict(config.grpc_channel_arguments)["grpc.max_connection_age_ms"] == 30000
+    assert set(SHIPPED_MODEL_SERVER_FLAGS) <= set(server["args"])
+    assert config.batching is not None
     gateway = container(find(docs, "Deployment", "gateway"))
     settings = gateway_settings(gateway["args"], env_of(gateway), monkeypatch)
     assert {port["name"]: port["containerPort"] for port in gateway["ports"]} == {
@@ -118,6 +126,31 @@ def test_manifest_commands_parse(directory: str, monkeypatch: pytest.MonkeyPatch
     assert target.startswith("dns:///")
     assert target.endswith(f":{config.port}")
     assert settings.model_name == config.models[0].name
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading Compose's ``!reset`` tag as an empty value."""
+
+
+_ComposeLoader.add_constructor("!reset", lambda _loader, _node: None)
+
+
+def test_scale_out_compose_keeps_the_shipped_flags() -> None:
+    overlay = yaml.load((ROOT / "docker-compose.scale-out.yaml").read_text(), Loader=_ComposeLoader)
+    command = overlay["services"]["model-server"]["command"]
+    assert set(SHIPPED_MODEL_SERVER_FLAGS) <= set(command)
+    assert (
+        server_config(command, {"MODEL_NAME": "m", "MODEL_BASE_PATH": "/models/m"}).batching
+        is not None
+    )
+
+
+def test_clothing_up_gives_the_shipped_flags() -> None:
+    args = build_parser().parse_args(["up", "--model-base-path", "models/clothing-model-int8"])
+    (_, server, _), _ = _children(args)
+    parsed = build_parser().parse_args(server[server.index("model-server") :])
+    assert set(SHIPPED_MODEL_SERVER_FLAGS) <= set(server)
+    assert config_from_args(parsed, {}).batching is not None
 
 
 def _routes(app: Any) -> set[str]:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from clothing.benchmarks.loadgen import LoadResult, run_load
 
 Send = Callable[[int], Awaitable[None]]
+# An in-process system runs a whole block itself: (requests, seconds) -> its result.
+Block = Callable[[int | None, float | None], Awaitable[LoadResult]]
 
 # A resumed server first runs the timers that fell due while it was stopped: uvicorn
 # closes keep-alive connections idle for over 5 s, and a pause of two other systems'
@@ -38,11 +40,13 @@ class Pausable(Protocol):
 
 @dataclass(frozen=True)
 class Contender:
-    """One system in an interleaved cell: how to send a request, what to pause."""
+    """One system in an interleaved cell: how to send a request (or run a whole block),
+    what to pause."""
 
     name: str
-    send: Send
+    send: Send | None
     services: Sequence[Pausable]
+    block: Block | None = None
 
 
 def merge_blocks(blocks: Sequence[LoadResult]) -> LoadResult:
@@ -82,6 +86,28 @@ def _resume(contender: Contender) -> None:
         service.resume()
 
 
+async def _run_block(
+    contender: Contender,
+    *,
+    concurrency: int,
+    requests: int | None,
+    duration_s: float | None,
+    warmup: int,
+) -> LoadResult:
+    if contender.block is not None:
+        # Filed under the cell's concurrency, whatever the system ran with.
+        return replace(await contender.block(requests, duration_s), concurrency=concurrency)
+    if contender.send is None:
+        raise ValueError(f"{contender.name}: neither a send nor a block")
+    return await run_load(
+        contender.send,
+        concurrency=concurrency,
+        requests=requests,
+        duration_s=duration_s,
+        warmup=warmup,
+    )
+
+
 async def run_interleaved(
     contenders: Sequence[Contender],
     *,
@@ -115,8 +141,8 @@ async def run_interleaved(
                 try:
                     await asyncio.sleep(RESUME_SETTLE_S)
                     blocks[contender.name].append(
-                        await run_load(
-                            contender.send,
+                        await _run_block(
+                            contender,
                             concurrency=concurrency,
                             requests=block_requests,
                             duration_s=block_seconds,

@@ -24,14 +24,19 @@ from clothing.benchmarks.interleave import (
 from clothing.benchmarks.loadgen import LoadResult, run_load
 from clothing.benchmarks.machine import describe_machine, timestamp
 from clothing.benchmarks.paired import run_paired
+from clothing.benchmarks.photo_ceiling import NAME as PHOTO_CEILING
+from clothing.benchmarks.photo_ceiling import PhotoCeiling
 from clothing.benchmarks.photos import DEFAULT_DATASET, PhotoSet, make_photo_sets
 from clothing.benchmarks.preprocess import measure_preprocessing
 from clothing.benchmarks.processes import Service
 from clothing.benchmarks.systems import (
     ALL_SYSTEMS,
+    BASELINE,
     FRAMEWORK,
     LEVEL1_SYSTEMS,
     LEVEL2_SYSTEMS,
+    OURS,
+    OURS_SERVER_FLAGS,
     HttpEndpoint,
     ModelServerEndpoint,
     ServingOptions,
@@ -86,7 +91,7 @@ class BenchConfig:
             count += per_level1 * len(self.concurrency)
         if 2 in self.levels:
             count += per_level2 * len(self.sizes) * len(self.payloads) * len(self.concurrency)
-            if "ours" in self.systems and "b64" in self.payloads:
+            if OURS in self.systems and "b64" in self.payloads:
                 count += len(self.sizes)  # gateway vs direct gRPC, paired
         return count
 
@@ -229,32 +234,65 @@ class Bench:
     ) -> None:
         """Every level-2 cell, the systems in alternating blocks (see ``interleave``)."""
         for size, photos in photo_sets.items():
-            for payload in self.config.payloads:
-                bodies = level2.request_bodies(photos, payload, image_base)
-                for concurrency in self.config.concurrency:
-                    clients = {
-                        name: level2.HttpClassifier(endpoint.predict_url, bodies, concurrency)
-                        for name, endpoint in endpoints.items()
-                    }
-                    self.progress.set_description(f"L2 {size} {payload} c={concurrency}")
-                    try:
-                        results = await run_interleaved(
-                            [
-                                Contender(name, client.send, pausable[name])
-                                for name, client in clients.items()
-                            ],
-                            concurrency=concurrency,
-                            rounds=self.config.rounds,
-                            requests=self.config.requests,
-                            duration_s=self.config.duration_s,
-                            warmup=max(2, 2 * concurrency),
-                            on_done=lambda _: self.progress.update(1),
-                        )
-                    finally:
-                        for client in clients.values():
-                            await client.close()
-                    for name, result in results.items():
-                        self._row(2, name, size, payload, result)
+            ceiling = self._photo_ceiling(photos)
+            try:
+                await self._size_cells(
+                    size,
+                    photos=photos,
+                    endpoints=endpoints,
+                    pausable=pausable,
+                    ceiling=ceiling,
+                    image_base=image_base,
+                )
+            finally:
+                if ceiling is not None:
+                    ceiling.close()
+
+    def _photo_ceiling(self, photos: PhotoSet) -> PhotoCeiling | None:
+        if PHOTO_CEILING not in self.config.systems:
+            return None
+        encoded = [path.read_bytes() for path in photos.paths()]
+        return PhotoCeiling(self.info, encoded, providers_for(self.config.device))
+
+    async def _size_cells(
+        self,
+        size: str,
+        *,
+        photos: PhotoSet,
+        endpoints: dict[str, HttpEndpoint],
+        pausable: dict[str, tuple[Service, ...]],
+        ceiling: PhotoCeiling | None,
+        image_base: str,
+    ) -> None:
+        """The cells of one photo size: every payload and concurrency."""
+        for payload in self.config.payloads:
+            bodies = level2.request_bodies(photos, payload, image_base)
+            for concurrency in self.config.concurrency:
+                clients = {
+                    name: level2.HttpClassifier(endpoint.predict_url, bodies, concurrency)
+                    for name, endpoint in endpoints.items()
+                }
+                contenders = [
+                    Contender(name, client.send, pausable[name]) for name, client in clients.items()
+                ]
+                if ceiling is not None:
+                    contenders.append(Contender(PHOTO_CEILING, None, (), ceiling.block))
+                self.progress.set_description(f"L2 {size} {payload} c={concurrency}")
+                try:
+                    results = await run_interleaved(
+                        contenders,
+                        concurrency=concurrency,
+                        rounds=self.config.rounds,
+                        requests=self.config.requests,
+                        duration_s=self.config.duration_s,
+                        warmup=max(2, 2 * concurrency),
+                        on_done=lambda _: self.progress.update(1),
+                    )
+                finally:
+                    for client in clients.values():
+                        await client.close()
+                for name, result in results.items():
+                    self._row(2, name, size, payload, result)
 
     async def _overhead(
         self,
@@ -322,17 +360,21 @@ class Bench:
             pausable: dict[str, tuple[Service, ...]] = {}
             server: ModelServerEndpoint | None = None
             for name in wanted:
-                if name == "ours":
-                    server = stack.enter_context(model_server(self.serving, batching=True))
-                    endpoints[name] = stack.enter_context(gateway(self.serving, server))
-                    pausable[name] = (endpoints[name].service, server.service)
-                else:
+                if name in OURS_SERVER_FLAGS:
+                    started = stack.enter_context(
+                        model_server(self.serving, batching=False, flags=OURS_SERVER_FLAGS[name])
+                    )
+                    endpoints[name] = stack.enter_context(gateway(self.serving, started))
+                    pausable[name] = (endpoints[name].service, started.service)
+                    if name == OURS:
+                        server = started
+                elif name != PHOTO_CEILING:
                     endpoints[name] = stack.enter_context(python_app(self.serving, name))
                     pausable[name] = (endpoints[name].service,)
             await self._interleaved_cells(endpoints, pausable, photo_sets, image_base)
             if server is not None and "b64" in self.config.payloads:
                 extras["gateway_overhead"] = await self._overhead(
-                    server, endpoints["ours"].predict_url, photo_sets
+                    server, endpoints[OURS].predict_url, photo_sets
                 )
         return extras
 
@@ -364,13 +406,17 @@ class Bench:
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """On each of our level-2 rows: our images/s ÷ the baseline's and the framework's."""
+    """On each level-2 row: its images/s ÷ the photo-in ceiling's; on ours (either kind)
+    also ÷ the baseline's and the framework's."""
     index = {(r["system"], r["size"], r["payload"], r["concurrency"]): r for r in rows}
     for row in rows:
-        if row["level"] != 2 or row["system"] != "ours":
+        if row["level"] != 2 or row["system"] == PHOTO_CEILING:
             continue
         key = (row["size"], row["payload"], row["concurrency"])
-        for other, column in (("baseline", "vs_baseline"), (FRAMEWORK, "vs_framework")):
+        comparisons = [(PHOTO_CEILING, "vs_ceiling")]
+        if row["system"] in OURS_SERVER_FLAGS:
+            comparisons += [(BASELINE, "vs_baseline"), (FRAMEWORK, "vs_framework")]
+        for other, column in comparisons:
             theirs = index.get((other, *key))
             if theirs and theirs["images_per_s"]:
                 row[column] = round(row["images_per_s"] / theirs["images_per_s"], 3)

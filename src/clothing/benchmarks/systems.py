@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clothing.benchmarks.devices import DEVICE_PROVIDERS
+from clothing.benchmarks.photo_ceiling import NAME as PHOTO_CEILING
 from clothing.benchmarks.processes import (
     LOOPBACK,
     Service,
@@ -20,10 +21,17 @@ from clothing.benchmarks.processes import (
     python_command,
     run_service,
 )
+from clothing.serving_layout import SHIPPED_MODEL_SERVER_FLAGS
 
 LEVEL1_SYSTEMS = ("model-server", "model-server+batching")
-LEVEL2_SYSTEMS = ("ours", "baseline", "litserve")
+# "ours" is the gateway in front of the model server as shipped (SHIPPED_MODEL_SERVER_FLAGS);
+# "ours-no-batching" the same without batching (as shipped before); "photo-ceiling" the
+# same photo work in the benchmark's own process (see photo_ceiling).
+OURS = "ours"
+OURS_SERVER_FLAGS = {OURS: SHIPPED_MODEL_SERVER_FLAGS, "ours-no-batching": ()}
+LEVEL2_SYSTEMS = (*OURS_SERVER_FLAGS, "baseline", "litserve", PHOTO_CEILING)
 ALL_SYSTEMS = LEVEL1_SYSTEMS + LEVEL2_SYSTEMS
+BASELINE = "baseline"
 FRAMEWORK = "litserve"
 APPS_MODULES = {"baseline": "bench.baseline_app", "litserve": "bench.litserve_app"}
 
@@ -75,7 +83,9 @@ class ServingOptions:
 
 
 @contextlib.contextmanager
-def model_server(options: ServingOptions, *, batching: bool) -> Iterator[ModelServerEndpoint]:
+def model_server(
+    options: ServingOptions, *, batching: bool, flags: Sequence[str] = ()
+) -> Iterator[ModelServerEndpoint]:
     grpc_port, rest_port = free_port(), free_port()
     command = python_command(
         "-m",
@@ -94,8 +104,9 @@ def model_server(options: ServingOptions, *, batching: bool) -> Iterator[ModelSe
     if options.device != "cpu":
         providers = ",".join(DEVICE_PROVIDERS[options.device])
         command.append(f"--execution_providers={providers}")
+    command += flags
     rest_url = f"http://{LOOPBACK}:{rest_port}"
-    name = "model-server+batching" if batching else "model-server"
+    name = "model-server+batching" if batching or "--enable_batching" in flags else "model-server"
     with run_service(
         name, command, ready_url=f"{rest_url}/readyz", ready_timeout=options.ready_timeout
     ) as service:

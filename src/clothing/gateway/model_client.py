@@ -262,9 +262,10 @@ class ModelClient:
         return ModelInfo(self.model_name, version, interface)
 
     async def predict(self, batch: np.ndarray, info: ModelInfo) -> PredictOutcome:
-        request = predict_pb2.PredictRequest(model_spec=self._spec())
-        request.inputs[info.input.name].CopyFrom(from_numpy(batch))
-        request.output_filter.append(info.output_name)
+        request = predict_pb2.PredictRequest(
+            model_spec=self._spec(), output_filter=[info.output_name]
+        )
+        from_numpy(batch, into=request.inputs[info.input.name])
         response = await self._call(
             "Predict",
             lambda: self._predict_stub.Predict(request, timeout=self.deadline),
