@@ -13,6 +13,7 @@ as pip's resolver picks it (``pip install --dry-run --report``):
 
 - ``requirements/server.txt``: the model server image (extra ``server``);
 - ``requirements/gateway.txt``: the gateway image (extra ``gateway``);
+- ``requirements/client.txt``, ``train.txt``, ``convert.txt``: those extras alone;
 - ``requirements/run.txt``: ``make run`` (``server``, ``gateway`` and ``client``).
 
 Usage: ``python scripts/lock.py [--pins FILE]``: ``--pins`` takes the versions from
@@ -52,6 +53,9 @@ EVERY_EXTRA = ("server", "gateway", "client", "train", "dev", "convert")
 SUBSETS: Mapping[str, tuple[str, ...]] = {
     "server": ("server",),
     "gateway": ("gateway",),
+    "client": ("client",),
+    "train": ("train",),
+    "convert": ("convert",),
     "run": ("server", "gateway", "client"),
 }
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")
@@ -64,7 +68,7 @@ HEADER = (
 
 def read_pins(path: Path) -> dict[str, tuple[str, str]]:
     """``{canonical name: (name as written, version)}`` of every ``name==version`` line."""
-    pins = {}
+    pins: dict[str, tuple[str, str]] = {}
     for line in path.read_text().splitlines():
         match = PIN.match(line)
         if match:
@@ -86,11 +90,11 @@ def file_version(filename: str) -> tuple[str, Version] | None:
 
 def index_hashes(index: str, name: str, version: str) -> set[str]:
     """sha256 of every file of ``name`` ``version`` on the index (JSON simple API)."""
-    request = urllib.request.Request(  # noqa: S310 - the index is an https URL by default
+    request = urllib.request.Request(
         f"{index.rstrip('/')}/{canonicalize_name(name)}/",
         headers={"Accept": "application/vnd.pypi.simple.v1+json"},
     )
-    with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=60) as answer:
         files = json.load(answer)["files"]
     wanted = (canonicalize_name(name), Version(version))
     return {
@@ -112,7 +116,9 @@ def local_hashes(folders: Iterable[Path], name: str, version: str) -> set[str]:
     }
 
 
-def hashed_lines(pins: Mapping[str, tuple[str, str]], index: str, folders: list[Path]) -> dict[str, str]:
+def hashed_lines(
+    pins: Mapping[str, tuple[str, str]], index: str, folders: list[Path]
+) -> dict[str, str]:
     """``{canonical name: the lock's block for it}``, hashes sorted."""
     blocks = {}
     for key, (name, version) in sorted(pins.items()):
@@ -151,13 +157,15 @@ def resolved(extras: tuple[str, ...], pins: Mapping[str, tuple[str, str]]) -> se
         )
         installs = json.loads(report.read_text())["install"]
     project = canonicalize_name("clothing-classifier")
-    names = {canonicalize_name(item["metadata"]["name"]) for item in installs}
+    names: set[str] = {canonicalize_name(item["metadata"]["name"]) for item in installs}
     return names - {project}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pins", type=Path, default=LOCK, help="versions to lock (default: the lock's)")
+    parser.add_argument(
+        "--pins", type=Path, default=LOCK, help="versions to lock (default: the lock's)"
+    )
     parser.add_argument("--index-url", default=INDEX, help=f"package index (default {INDEX})")
     args = parser.parse_args()
     folders = [Path(p) for p in os.environ.get("PIP_FIND_LINKS", "").split() if p]

@@ -145,7 +145,9 @@ def test_calls_spread_survive_a_killed_server_and_return_to_it() -> None:
             host = ",".join(server.grpc_address for server in servers)
             # The machine may be busy with other work; a slow answer is not what is tested.
             # One client sends all the load: its rate limit is not what is tested here.
-            with run_gateway(host, "--workers=1", "--grpc-deadline=20", "--rate-limit=0") as gateway:
+            with run_gateway(
+                host, "--workers=1", "--grpc-deadline=20", "--rate-limit=0"
+            ) as gateway:
                 url = gateway.url
                 # 1. Under load, every server answers a share.
                 assert _load(url, 150) == []

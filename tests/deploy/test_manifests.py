@@ -221,7 +221,10 @@ def _inflight_metric(hpa: Document) -> dict[str, Any]:
     return dict(pods[0]["pods"])
 
 
-INFLIGHT_GAUGES = {"model-server": "model_server_inflight_requests", "gateway": "gateway_inflight_requests"}
+INFLIGHT_GAUGES = {
+    "model-server": "model_server_inflight_requests",
+    "gateway": "gateway_inflight_requests",
+}
 
 
 @pytest.mark.parametrize("tier", sorted(INFLIGHT_GAUGES))

@@ -207,7 +207,9 @@ def test_sigterm_to_the_model_server_under_load(tmp_path: Path) -> None:
     grace = 10.0
     with (
         run_model_server(base, extra_args=[f"--shutdown_grace_seconds={grace}"]) as server,
-        run_gateway(server.grpc_address, "--grpc-deadline=8", "--ready-cache-seconds=0", NO_RATE_LIMIT) as gw,
+        run_gateway(
+            server.grpc_address, "--grpc-deadline=8", "--ready-cache-seconds=0", NO_RATE_LIMIT
+        ) as gw,
     ):
         load = Load(gw.url, clients=4).start()
         wait_for(load, ok_count(), "answers before SIGTERM")

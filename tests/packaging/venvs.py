@@ -5,11 +5,12 @@ held to the versions of ``requirements/lock.txt``, so a tier that imports someth
 its extra does not declare fails here. pip's resolver picks what the extra needs,
 as it did when ``scripts/lock.py`` wrote each image's share of the lock; the pins
 go in as constraints without their hashes (a hash in a constraints file puts pip
-in hash-checking mode, which a wheel named with an extra cannot satisfy). What is slow is downloading and building the
-dependencies' wheels: they are kept in a wheelhouse under pytest's cache and the
-install runs with ``--no-index`` from it; only when it lacks a pinned wheel is it
-filled from the package index (``pip download``) and the install retried. The
-project's own wheel is built afresh from the working tree once per session.
+in hash-checking mode, which a wheel named with an extra cannot satisfy). What is
+slow is downloading and building the dependencies' wheels: they are kept in a
+wheelhouse under pytest's cache and the install runs with ``--no-index`` from it;
+only when it lacks a pinned wheel is it filled from the package index (``pip
+download``) and the install retried. The project's own wheel is built afresh from
+the working tree once per session.
 """
 
 from __future__ import annotations

@@ -118,14 +118,7 @@ class GatewaySettings:
             raise ValueError("max_redirects must not be negative")
         if self.rate_limit < 0:
             raise ValueError("rate_limit must not be negative (0 turns it off)")
-        for entry in self.forwarded_allow_ips:
-            if entry != "*":
-                try:
-                    ipaddress.ip_network(entry, strict=False)
-                except ValueError:
-                    raise ValueError(
-                        f"forwarded_allow_ips: {entry!r} is not an address or network"
-                    ) from None
+        _check_networks("forwarded_allow_ips", self.forwarded_allow_ips)
         if self.preprocessing != "auto" and self.preprocessing not in PREPROCESSINGS:
             choices = ", ".join(("auto", *PREPROCESSINGS))
             raise ValueError(f"preprocessing must be one of {choices}")
@@ -196,6 +189,17 @@ class GatewaySettings:
         if not names:
             raise ValueError(f"labels file {self.labels} has no class names")
         return tuple(names)
+
+
+def _check_networks(setting: str, entries: tuple[str, ...]) -> None:
+    """Each entry an address or a network (or "*"); ValueError naming the first that is not."""
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{setting}: {entry!r} is not an address or network") from None
 
 
 ENV_NAMES = {
