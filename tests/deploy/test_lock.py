@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests import environment
 from tests.deploy.manifests import ROOT
 
 REQUIREMENTS = ROOT / "requirements"
@@ -39,6 +42,19 @@ def _blocks(path: Path) -> dict[str, str]:
     return blocks
 
 
+def _find_links() -> set[str]:
+    """pip's find-links folders: from the environment and from pip's configuration."""
+    listing = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    configured = re.findall(r"find-links='([^']*)'", listing)
+    return {f for text in [os.environ.get("PIP_FIND_LINKS", ""), *configured] for f in text.split()}
+
+
 def test_every_pin_has_hashes() -> None:
     blocks = _blocks(LOCK)
     assert len(blocks) > 100
@@ -51,13 +67,8 @@ def test_a_local_build_is_hashed_from_the_file_pip_finds() -> None:
     pip's find-links folder, which CI's machine holds too."""
     (torch,) = [b for name, b in _blocks(LOCK).items() if name == "torch"]
     assert "+cpu" in torch.splitlines()[0]
-    wheels = [
-        path
-        for folder in os.environ.get("PIP_FIND_LINKS", "").split()
-        for path in Path(folder).glob("torch-*+cpu-*.whl")
-    ]
-    if not wheels:
-        pytest.skip("no find-links folder with torch's +cpu wheel on this machine")
+    wheels = [path for folder in _find_links() for path in Path(folder).glob("torch-*+cpu-*.whl")]
+    environment.require(bool(wheels), "no pip find-links folder holds torch's +cpu wheel")
     for wheel in wheels:
         assert hashlib.sha256(wheel.read_bytes()).hexdigest() in torch
 

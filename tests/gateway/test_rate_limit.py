@@ -8,7 +8,7 @@ one greedy and one polite, and through a proxy that it does or does not trust.
 from __future__ import annotations
 
 import base64
-import socket
+import http.client
 import time
 from collections.abc import Iterator
 
@@ -151,15 +151,23 @@ def test_a_trusted_proxy_names_the_client_and_no_one_else_can(limited: GatewayPr
 
 
 def _idle_connection_closed_after(gateway: GatewayProcess, seconds: float) -> bool:
-    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
-        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    """Whether the gateway closed a kept-alive connection left idle for ``seconds``."""
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    try:
+        connection.request("GET", "/healthz")
+        answer = connection.getresponse()
+        assert answer.status == 200
+        answer.read()  # the whole answer: what is left on the socket is the server's
+        sock = connection.sock
+        assert sock is not None
         time.sleep(seconds)
         try:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
             return sock.recv(4096) == b""
         except ConnectionError:
             return True
+    finally:
+        connection.close()
 
 
 @pytest.mark.parametrize(("keep_alive", "closed"), [(1, True), (5, False)])
