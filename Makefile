@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 LOCK := requirements/lock.txt
-PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c $(LOCK)
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: run test install install-run lint typecheck protos protos-check lock bench soak fuzz \
-	train export evaluate quantize cross-validate clean
+.PHONY: run test install install-run lint typecheck protos protos-check lock lock-hashes bench \
+	soak fuzz train export evaluate quantize cross-validate clean
 
 # The labelled photos the bundled model is trained and evaluated on.
 DATA ?= ../shared/datasets/clothing-small
@@ -15,17 +15,25 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
 
-# Every extra, for development and tests. The convert extra goes in last, on its own:
-# tensorflow-protobuf (dev) ships a stand-in tensorflow/__init__.py and a few of
-# TensorFlow's own proto modules, and TensorFlow's files must be the ones that stay.
+# Every extra, for development and tests: each dependency checked against its hash in
+# the lock, then the project itself, editable and without dependencies (pip refuses
+# editable installs in hash-checking mode). TensorFlow (the convert extra) goes in
+# again last, on its own: tensorflow-protobuf (dev) ships a stand-in
+# tensorflow/__init__.py and a few of TensorFlow's own proto modules, and TensorFlow's
+# files must be the ones that stay.
 $(VENV)/.installed-all: $(BIN)/python pyproject.toml $(LOCK)
-	$(PIP) -e '.[server,gateway,client,train,dev]'
-	$(PIP) -e '.[convert]'
+	$(PIP) --require-hashes -r $(LOCK)
+	awk '/^tensorflow[-_]cpu==/ {keep=1} keep {print} keep && !/\\$$/ {exit}' $(LOCK) \
+		> $(VENV)/tensorflow.txt
+	$(PIP) --require-hashes --no-deps --force-reinstall -r $(VENV)/tensorflow.txt
+	$(PIP) --no-deps -e .
 	touch $@
 
-# Only what running the system needs (no torch, no test tools).
-$(VENV)/.installed-run: $(BIN)/python pyproject.toml $(LOCK)
-	$(PIP) -e '.[server,gateway,client]'
+# Only what running the system needs (no torch, no test tools): the lock's share for
+# the server, gateway and client extras (requirements/run.txt), by hash.
+$(VENV)/.installed-run: $(BIN)/python pyproject.toml requirements/run.txt
+	$(PIP) --require-hashes -r requirements/run.txt
+	$(PIP) --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed-all
@@ -136,14 +144,22 @@ quantize: install
 		--output models/clothing-model-int8
 
 # Re-pin every dependency of every extra (needs the package registries): a fresh
-# virtualenv with every extra, frozen: the exact set CI and images install.
-lock:
-	rm -rf .lock-venv
-	$(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install -q -e '.[server,gateway,client,train,dev]'
-	.lock-venv/bin/python -m pip install -q -e '.[convert]'
-	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > $(LOCK)
-	rm -rf .lock-venv
+# virtualenv with every extra, frozen (setuptools and wheel included: packages need
+# them at run time), then scripts/lock.py gives each pin the hashes of all its files
+# and writes each install's share (requirements/server.txt, gateway.txt, run.txt).
+# `make lock-hashes` does the second half alone, keeping every version as it is.
+lock: install
+	work=$$(mktemp -d) && \
+	$(PYTHON) -m venv $$work/venv && \
+	$$work/venv/bin/python -m pip install -q -e '.[server,gateway,client,train,dev]' && \
+	$$work/venv/bin/python -m pip install -q -e '.[convert]' && \
+	$$work/venv/bin/python -m pip freeze --all --exclude-editable --exclude pip \
+		| grep -v '^-e' > $$work/pins.txt && \
+	$(BIN)/python scripts/lock.py --pins $$work/pins.txt; \
+	status=$$?; rm -rf $$work; exit $$status
+
+lock-hashes: install
+	$(BIN)/python scripts/lock.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

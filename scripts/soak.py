@@ -232,6 +232,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "--metrics-port=0",
                     f"--tf-serving-host=127.0.0.1:{grpc_port}",
                     "--log-level=warning",
+                    # All the load comes from one client: no per-client rate limit.
+                    "--rate-limit=0",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -12,18 +12,28 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /build
 RUN python -m venv /opt/venv
-# Only the gateway extra: no ONNX Runtime, no torch.
-COPY requirements/lock.txt requirements/lock.txt
+# Every dependency by its hash: requirements/gateway.txt is the lock's share for the
+# gateway extra alone (scripts/lock.py). Installed before the sources are copied, so
+# a change to src/ reuses this layer.
+COPY requirements/gateway.txt requirements/gateway.txt
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements/gateway.txt
+# Then the project itself, without dependencies (pip checks no hash of a local folder).
+# The runtime never installs anything: pip and setuptools (23 MB) stay behind.
 COPY pyproject.toml README.md ./
 COPY src ./src
-# The runtime never installs anything: pip and setuptools (23 MB) stay behind.
-RUN /opt/venv/bin/pip install --no-cache-dir -c requirements/lock.txt '.[gateway]' \
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
     && /opt/venv/bin/python -m pip uninstall --yes pip setuptools
 
 FROM ${PYTHON_IMAGE} AS runtime
+# The commit and repository the image was built from (deploy/eks/push-images.sh
+# passes both; a plain build says "unknown").
+ARG REVISION=unknown
+ARG SOURCE=unknown
 LABEL org.opencontainers.image.title="clothing-classifier gateway" \
       org.opencontainers.image.version="0.1.0" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}"
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

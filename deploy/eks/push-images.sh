@@ -10,8 +10,13 @@
 # by commit (deploy/image-tag.sh), so a new build never hides behind a tag that
 # nodes already hold.
 #
-# Safe to run again: repositories are created only when missing, pushes of an
-# unchanged image upload nothing, and the overlay edit rewrites the same lines.
+# Repositories have immutable tags (a pushed tag always means the same image) and
+# a lifecycle policy (deploy/eks/ecr-lifecycle-policy.json). Images carry OCI labels
+# with the commit and the repository they were built from.
+#
+# Safe to run again: repositories are created only when missing, a tag already in
+# the repository is not built or pushed again, and the overlay edit rewrites the
+# same lines.
 # Needs: aws (v2), docker with buildx, run from a git checkout.
 # Environment: AWS_REGION (default: the AWS CLI's configured region, else eu-west-1),
 # AWS_ACCOUNT_ID (default: from `aws sts get-caller-identity`), IMAGE_TAG (default:
@@ -31,6 +36,11 @@ account="${AWS_ACCOUNT_ID:-$(aws sts get-caller-identity --query Account --outpu
 tag="${IMAGE_TAG:-$("${repo_root}/deploy/image-tag.sh")}"
 platforms="${PLATFORMS:-linux/amd64}"
 registry="${account}.dkr.ecr.${region}.amazonaws.com"
+revision="$(git -C "${repo_root}" rev-parse HEAD 2>/dev/null || echo unknown)"
+# The remote's URL without any user or token in it.
+source_url="$(git -C "${repo_root}" config --get remote.origin.url 2>/dev/null || echo unknown)"
+source_url="$(sed -E 's#//[^/@]*@#//#' <<<"${source_url}")"
+lifecycle="file://${repo_root}/deploy/eks/ecr-lifecycle-policy.json"
 
 echo "registry: ${registry}, tag: ${tag}, platforms: ${platforms}"
 aws ecr get-login-password --region "${region}" \
@@ -41,10 +51,22 @@ for image in "${IMAGES[@]}"; do
       --repository-names "${image}" >/dev/null 2>&1; then
     echo "creating ECR repository ${image}"
     aws ecr create-repository --region "${region}" --repository-name "${image}" \
+      --image-tag-mutability IMMUTABLE \
       --image-scanning-configuration scanOnPush=true >/dev/null
+  fi
+  # Also for repositories made before these settings: both calls are idempotent.
+  aws ecr put-image-tag-mutability --region "${region}" --repository-name "${image}" \
+    --image-tag-mutability IMMUTABLE >/dev/null
+  aws ecr put-lifecycle-policy --region "${region}" --repository-name "${image}" \
+    --lifecycle-policy-text "${lifecycle}" >/dev/null
+  if aws ecr describe-images --region "${region}" --repository-name "${image}" \
+      --image-ids "imageTag=${tag}" >/dev/null 2>&1; then
+    echo "${image}:${tag} is already in the registry (tags are immutable): not pushed again"
+    continue
   fi
   docker buildx build --platform "${platforms}" \
     -f "${repo_root}/deploy/docker/${image#clothing-classifier/}.Dockerfile" \
+    --build-arg "REVISION=${revision}" --build-arg "SOURCE=${source_url}" \
     -t "${registry}/${image}:${tag}" --push "${repo_root}"
 done
 

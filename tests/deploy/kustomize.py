@@ -223,6 +223,8 @@ def _merge_keys(path: tuple[str, ...]) -> tuple[str, ...]:
         return ("name",)
     if field == "volumeMounts":
         return ("mountPath",)
+    if field == "topologySpreadConstraints":
+        return ("topologyKey",)
     if field == "ports":
         # kustomize matches ports on number and protocol; an item without both
         # silently matches nothing there, so it is an error here.
@@ -247,6 +249,7 @@ def strategic_merge(base: Any, patch: Any, path: tuple[str, ...]) -> Any:
         if not keys:
             return copy.deepcopy(patch)
         merged = copy.deepcopy(base)
+        added = []  # kustomize puts items the base lacks before the base's own
         for item in patch:
             missing = [key for key in keys if key not in item]
             if missing:
@@ -260,10 +263,10 @@ def strategic_merge(base: Any, patch: Any, path: tuple[str, ...]) -> Any:
                 None,
             )
             if position is None:
-                merged.append(copy.deepcopy(item))
+                added.append(copy.deepcopy(item))
             else:
                 merged[position] = strategic_merge(merged[position], item, path)
-        return merged
+        return added + merged
     return copy.deepcopy(patch)
 
 

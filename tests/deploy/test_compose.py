@@ -7,7 +7,16 @@ import subprocess
 
 import pytest
 
-from tests.deploy.manifests import COMPOSE_FILE, IMAGES, ROOT, compose, flag_value
+from tests.deploy.manifests import (
+    COMPOSE_FILE,
+    IMAGES,
+    ROOT,
+    compose,
+    container,
+    find,
+    flag_value,
+    rendered,
+)
 from tests.environment import require, tool
 
 
@@ -75,3 +84,29 @@ def test_docker_compose_accepts_the_file() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+# Kubernetes quantities as Compose writes them.
+_MEMORY = {"Mi": "m", "Gi": "g"}
+
+
+@pytest.mark.parametrize("service", sorted(IMAGES))
+def test_services_run_as_the_base_manifests_run_their_pods(service: str) -> None:
+    """Read-only root, a /tmp of the emptyDir's size, no capabilities, no privilege
+    escalation, the CPU and memory limits: what deploy/k8s/base gives the pod."""
+    settings = compose()["services"][service]
+    deployment = find(rendered("base"), "Deployment", service)
+    spec = container(deployment)
+    security = spec["securityContext"]
+    assert settings["read_only"] is security["readOnlyRootFilesystem"] is True
+    assert settings["cap_drop"] == security["capabilities"]["drop"] == ["ALL"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert "no-new-privileges:true" in settings["security_opt"]
+    limits = spec["resources"]["limits"]
+    assert float(settings["cpus"]) == float(limits["cpu"])
+    number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", limits["memory"]).groups()  # type: ignore[union-attr]
+    assert settings["mem_limit"] == number + _MEMORY[unit]
+    (volume,) = deployment["spec"]["template"]["spec"]["volumes"]
+    size = volume["emptyDir"]["sizeLimit"].replace("Mi", "m")
+    assert settings["tmpfs"] == [f"/tmp:size={size}"]
+    assert spec["volumeMounts"] == [{"name": volume["name"], "mountPath": "/tmp"}]

@@ -64,10 +64,14 @@ def test_multi_stage_install_from_the_lock_file(name: str) -> None:
     stages = [args for keyword, args in instructions if keyword == "FROM"]
     assert stages == ["${PYTHON_IMAGE} AS builder", "${PYTHON_IMAGE} AS runtime"]
     runs = " ".join(args for keyword, args in instructions if keyword == "RUN")
-    assert f"-c requirements/lock.txt '.[{EXTRAS[name]}]'" in runs
+    # Every dependency by hash from the lock's share for the tier's extra, then the
+    # project alone (test_lock.py checks the share against the lock).
+    assert f"--require-hashes -r requirements/{EXTRAS[name]}.txt" in runs
+    assert "--no-deps ." in runs
     for other in set(EXTRAS.values()) - {EXTRAS[name]}:
-        assert f"[{other}]" not in runs
-    assert "[train]" not in runs
+        assert f"requirements/{other}.txt" not in runs
+    assert "train" not in runs
+    assert "lock.txt" not in runs
     copies = [args for keyword, args in instructions if keyword == "COPY"]
     assert "--from=builder /opt/venv /opt/venv" in copies
 
@@ -131,3 +135,14 @@ def test_dockerignore_keeps_what_the_builds_copy() -> None:
             if keyword == "COPY" and not args.startswith("--from"):
                 source = args.split()[0]
                 assert source.split("/")[0] in needed, source
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_images_say_which_commit_and_repository_they_come_from(name: str) -> None:
+    instructions = dockerfile_instructions(name)
+    runtime = instructions[[k for k, _ in instructions].index("FROM", 1) :]
+    arguments = {args.split("=")[0] for keyword, args in runtime if keyword == "ARG"}
+    assert {"REVISION", "SOURCE"} <= arguments
+    labels = " ".join(args for keyword, args in runtime if keyword == "LABEL")
+    assert 'org.opencontainers.image.revision="${REVISION}"' in labels
+    assert 'org.opencontainers.image.source="${SOURCE}"' in labels

@@ -3,7 +3,7 @@
 kind: Contour (``deploy/k8s/contour``), its Envoy pinned to the worker that
 ``deploy/kind/cluster.yaml`` labels ``ingress-ready`` and whose port 80 it
 publishes on the host. EKS: the AWS Load Balancer Controller (class ``alb``),
-with its IAM service account declared in ``deploy/eks/cluster.yaml``.
+its IAM permissions those of its pinned release (test_eks_traffic.py).
 """
 
 from __future__ import annotations
@@ -145,14 +145,3 @@ def test_alb_sends_requests_to_ready_gateway_pods() -> None:
     assert 0 < delay < grace
     namespace = find(docs, "Namespace", "clothing")["metadata"]["labels"]
     assert namespace["elbv2.k8s.aws/pod-readiness-gate-inject"] == "enabled"
-
-
-def test_eks_cluster_gives_the_load_balancer_controller_its_iam_role() -> None:
-    cluster = yaml.safe_load((DEPLOY / "eks" / "cluster.yaml").read_text())
-    assert cluster["iam"]["withOIDC"] is True
-    accounts = {
-        (account["metadata"]["namespace"], account["metadata"]["name"]): account
-        for account in cluster["iam"]["serviceAccounts"]
-    }
-    account = accounts[("kube-system", "aws-load-balancer-controller")]
-    assert account["wellKnownPolicies"]["awsLoadBalancerController"] is True

@@ -123,10 +123,11 @@ def test_strategic_merge_keys_containers_by_name_and_replaces_plain_lists() -> N
         }
     }
     merged = strategic_merge(base, patch, ())
+    # New items go first, as kubectl kustomize puts them (test_renderer_matches_kubectl_kustomize).
     assert merged["spec"]["containers"] == [
+        {"name": "c"},
         {"name": "a", "image": "x", "args": ["3"]},
         {"name": "b"},
-        {"name": "c"},
     ]
     assert merged["spec"]["metrics"] == [{"type": "Pods"}]
 

@@ -221,32 +221,40 @@ def _inflight_metric(hpa: Document) -> dict[str, Any]:
     return dict(pods[0]["pods"])
 
 
-def test_custom_metrics_scale_the_model_server_on_inflight_requests() -> None:
+INFLIGHT_GAUGES = {
+    "model-server": "model_server_inflight_requests",
+    "gateway": "gateway_inflight_requests",
+}
+
+
+@pytest.mark.parametrize("tier", sorted(INFLIGHT_GAUGES))
+def test_custom_metrics_scale_each_tier_on_inflight_requests(tier: str) -> None:
     docs = rendered("overlays/kind-custom-metrics")
-    metric = _inflight_metric(find(docs, "HorizontalPodAutoscaler", "model-server"))
-    assert metric["metric"]["name"] == "model_server_inflight_requests"
+    hpa = find(docs, "HorizontalPodAutoscaler", tier)
+    metric = _inflight_metric(hpa)
+    assert metric["metric"]["name"] == INFLIGHT_GAUGES[tier]
     assert float(metric["target"]["averageValue"]) > 0
-    # The gateway keeps scaling on CPU; plain overlays carry no custom metric.
-    gateway = find(docs, "HorizontalPodAutoscaler", "gateway")
-    assert [m["type"] for m in gateway["spec"]["metrics"]] == ["Resource"]
-    plain = find(rendered("overlays/kind"), "HorizontalPodAutoscaler", "model-server")
+    # CPU still counts: the HPA follows whichever metric asks for more pods.
+    assert "Resource" in [m["type"] for m in hpa["spec"]["metrics"]]
+    # Plain overlays carry no custom metric.
+    plain = find(rendered("overlays/kind"), "HorizontalPodAutoscaler", tier)
     assert [m["type"] for m in plain["spec"]["metrics"]] == ["Resource"]
     # Prometheus finds the gauge where the pods say it is.
-    pod = find(docs, "Deployment", "model-server")["spec"]["template"]
-    annotations = pod["metadata"]["annotations"]
+    deployment = find(docs, "Deployment", tier)
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/path"] == "/metrics"
-    assert named_port(container(find(docs, "Deployment", "model-server")), "http") == int(
-        annotations["prometheus.io/port"]
-    )
+    port = "http" if tier == "model-server" else "metrics"
+    assert named_port(container(deployment), port) == int(annotations["prometheus.io/port"])
 
 
-def test_prometheus_adapter_rule_serves_the_gauge_per_pod() -> None:
+def test_prometheus_adapter_rules_serve_each_gauge_per_pod() -> None:
     values = yaml.safe_load(
         (K8S / "components" / "custom-metrics" / "prometheus-adapter-values.yaml").read_text()
     )
-    (rule,) = values["rules"]["custom"]
-    assert rule["seriesQuery"].startswith("model_server_inflight_requests{")
-    assert rule["name"]["as"] == "model_server_inflight_requests"
-    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
-    assert "<<.Series>>" in rule["metricsQuery"]
-    assert "<<.GroupBy>>" in rule["metricsQuery"]
+    rules = {rule["name"]["as"]: rule for rule in values["rules"]["custom"]}
+    assert set(rules) == set(INFLIGHT_GAUGES.values())
+    for name, rule in rules.items():
+        assert rule["seriesQuery"].startswith(name + "{")
+        assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+        assert "<<.Series>>" in rule["metricsQuery"]
+        assert "<<.GroupBy>>" in rule["metricsQuery"]

@@ -34,14 +34,27 @@ case "$1 $2" in
       [ "$previous" = "--repository-name" ] && touch "$STATE/${arg//\\//_}"
       previous="$arg"
     done ;;
+  "ecr put-image-tag-mutability" | "ecr put-lifecycle-policy") ;;
+  "ecr describe-images")
+    for arg in "$@"; do
+      [ "$previous" = "--repository-name" ] && repository="${arg//\\//_}"
+      previous="$arg"
+    done
+    last="${@: -1}"
+    [ -e "$STATE/$repository:${last#imageTag=}" ] ;;
   *) echo "unexpected aws call: $*" >&2; exit 2 ;;
 esac
 """
 
+# A push records the image as ECR would hold it, repository:tag.
 FAKE_DOCKER = """#!/usr/bin/env bash
 if [ "$1" = "login" ]; then echo "docker $* password=$(cat)" >> "$CALLS"; exit 0; fi
 echo "docker $*" >> "$CALLS"
 if [ "$1" = "buildx" ] && [ -n "${FAIL_PUSH:-}" ]; then exit 1; fi
+for arg in "$@"; do
+  [ "$previous" = "-t" ] && image="${arg#*/}" && touch "$STATE/${image//\\//_}"
+  previous="$arg"
+done
 """
 
 REGISTRY = "123456789012.dkr.ecr.us-east-2.amazonaws.com"
@@ -95,8 +108,24 @@ def _build_and_push(name: str, tag: str, platforms: str = "linux/amd64") -> str:
     dockerfile = ROOT / "deploy" / "docker" / f"{name}.Dockerfile"
     return (
         f"docker buildx build --platform {platforms} -f {dockerfile} "
+        f"--build-arg REVISION={_revision()} --build-arg SOURCE={_source()} "
         f"-t {REGISTRY}/clothing-classifier/{name}:{tag} --push {ROOT}"
     )
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(ROOT), *args], check=False, capture_output=True, text=True
+    )
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def _revision() -> str:
+    return _git("rev-parse", "HEAD")
+
+
+def _source() -> str:
+    return re.sub(r"//[^/@]*@", "//", _git("config", "--get", "remote.origin.url"))
 
 
 def _deployed_images(env: dict[str, str]) -> dict[str, str]:
@@ -112,12 +141,18 @@ def test_builds_for_amd64_pushes_both_images_and_points_the_overlay_at_them(
     calls = _calls(sandbox)
     assert f"docker login --username AWS --password-stdin {REGISTRY} password=secret-token" in calls
     for name in NAMES:
+        repository = f"--region us-east-2 --repository-name clothing-classifier/{name}"
         assert any(
-            c.startswith(
-                f"aws ecr create-repository --region us-east-2 "
-                f"--repository-name clothing-classifier/{name} "
-            )
+            c.startswith(f"aws ecr create-repository {repository} --image-tag-mutability IMMUTABLE")
             for c in calls
+        )
+        assert (
+            f"aws ecr put-image-tag-mutability {repository} --image-tag-mutability IMMUTABLE"
+        ) in calls
+        policy = ROOT / "deploy" / "eks" / "ecr-lifecycle-policy.json"
+        assert (
+            f"aws ecr put-lifecycle-policy {repository} --lifecycle-policy-text file://{policy}"
+            in calls
         )
         assert _build_and_push(name, "3f2c9a1b7d4e") in calls
     assert [c for c in calls if c.startswith("docker") and "login" not in c] == [
@@ -128,12 +163,14 @@ def test_builds_for_amd64_pushes_both_images_and_points_the_overlay_at_them(
         name: f"{REGISTRY}/clothing-classifier/{name}:3f2c9a1b7d4e" for name in NAMES
     }
 
-    # Again: nothing is created, the same images are pushed, the overlay is unchanged.
+    # Again: nothing is created, and the tags already pushed are neither built nor
+    # pushed again (ECR refuses a second push of an immutable tag); the overlay is unchanged.
     second = _run(sandbox)
     assert second.returncode == 0, second.stderr
     calls = _calls(sandbox)
     assert not any("create-repository" in call for call in calls)
-    assert sum(call.startswith("docker buildx build") for call in calls) == 2
+    assert not any(call.startswith("docker buildx build") for call in calls)
+    assert "already in the registry" in second.stdout
     assert Path(sandbox["EKS_OVERLAY"]).read_text() == edited
 
 

@@ -89,7 +89,7 @@ def test_each_eks_step_follows_what_it_needs() -> None:
     push = _first(r"deploy/eks/push-images\.sh$")
     deploy = _first(r"^kubectl apply -k deploy/k8s/overlays/eks$")
     address = _first(r"get ingress gateway")
-    request = _first(r'^curl -F file=@\S+ "http://\$GATEWAY/predict"$')
+    request = _first(r'^curl --connect-to \S+ -F file=@\S+ "https://\$GATEWAY/predict"$')
     assert cluster < controller < deploy < address < request
     assert push < deploy
     assert "--set serviceAccount.name=aws-load-balancer-controller" in _commands()[controller]

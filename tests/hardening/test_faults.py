@@ -29,6 +29,8 @@ from .helpers import MODEL, wait_until
 from .load import Load, Outcome, tally
 
 DEADLINE = 2.0  # the gateway's gRPC deadline in these tests
+# The load in these tests comes from one client: its rate limit is not what is tested.
+NO_RATE_LIMIT = "--rate-limit=0"
 # Time limits where time is the behaviour, with room for a busy 2-core machine.
 RECOVERY_LIMIT = 4.0  # a restarted model server is used again within (reconnect backoff ~1.2 s)
 REFUSAL_LIMIT = 2.0  # a closed port is refused at once
@@ -95,7 +97,7 @@ def test_model_server_killed_and_restarted_under_load(tmp_path: Path) -> None:
     base = tmp_path / MODEL
     build_test_model(base / "1")
     grpc_port, rest_port = free_port(), free_port()
-    gateway_flags = (f"--grpc-deadline={DEADLINE}", "--ready-cache-seconds=0")
+    gateway_flags = (f"--grpc-deadline={DEADLINE}", "--ready-cache-seconds=0", NO_RATE_LIMIT)
     with (
         model_server_on(base, grpc_port, rest_port) as first,
         run_gateway(f"127.0.0.1:{grpc_port}", *gateway_flags) as gateway,
@@ -170,7 +172,7 @@ def test_new_and_corrupt_versions_under_load_fail_nothing(tmp_path: Path) -> Non
     flags = ["--file_system_poll_wait_seconds=0.2"]
     with (
         run_model_server(base, extra_args=flags) as server,
-        run_gateway(server.grpc_address, "--ready-cache-seconds=0") as gateway,
+        run_gateway(server.grpc_address, "--ready-cache-seconds=0", NO_RATE_LIMIT) as gateway,
     ):
         load = Load(gateway.url, clients=6).start()
         wait_for(load, ok_count(), "answers from version 1")
@@ -205,7 +207,9 @@ def test_sigterm_to_the_model_server_under_load(tmp_path: Path) -> None:
     grace = 10.0
     with (
         run_model_server(base, extra_args=[f"--shutdown_grace_seconds={grace}"]) as server,
-        run_gateway(server.grpc_address, "--grpc-deadline=8", "--ready-cache-seconds=0") as gw,
+        run_gateway(
+            server.grpc_address, "--grpc-deadline=8", "--ready-cache-seconds=0", NO_RATE_LIMIT
+        ) as gw,
     ):
         load = Load(gw.url, clients=4).start()
         wait_for(load, ok_count(), "answers before SIGTERM")
@@ -247,7 +251,7 @@ def test_sigterm_to_the_gateway_under_load(tmp_path: Path) -> None:
     build_test_model(base / "1", slow_ops=48)
     with (
         run_model_server(base) as server,
-        run_gateway(server.grpc_address, "--grpc-deadline=8") as gateway,
+        run_gateway(server.grpc_address, "--grpc-deadline=8", NO_RATE_LIMIT) as gateway,
     ):
         load = Load(gateway.url, clients=4).start()
         wait_for(load, ok_count(), "answers before SIGTERM")

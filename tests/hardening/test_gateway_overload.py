@@ -39,7 +39,11 @@ async def test_past_the_inflight_limit_requests_get_429_and_it_recovers(tmp_path
     build_test_model(tmp_path / MODEL / "1", slow_ops=8)
     with run_model_server(tmp_path / MODEL) as server:
         settings = GatewaySettings(
-            tf_serving_host=server.grpc_address, max_inflight=3, grpc_deadline=10.0, metrics_port=0
+            tf_serving_host=server.grpc_address,
+            max_inflight=3,
+            grpc_deadline=10.0,
+            metrics_port=0,
+            rate_limit=0,  # one client sends it all: the in-flight limit is what is tested
         )
         app = create_app(settings)
         async with app.router.lifespan_context(app):

@@ -1,18 +1,23 @@
 """Fresh virtualenvs holding one extra of the project, as a user installs it.
 
 Every call makes a new virtualenv and installs the project's wheel with one extra,
-constrained by ``requirements/lock.txt``, so a tier that imports something its
-extra does not declare fails here. What is slow is downloading and building the
-dependencies' wheels: they are kept in a wheelhouse under pytest's cache and the
-install runs with ``--no-index`` from it; only when it lacks a pinned wheel is it
-filled from the package index (``pip download``) and the install retried. The
-project's own wheel is built afresh from the working tree once per session.
+held to the versions of ``requirements/lock.txt``, so a tier that imports something
+its extra does not declare fails here. pip's resolver picks what the extra needs,
+as it did when ``scripts/lock.py`` wrote each image's share of the lock; the pins
+go in as constraints without their hashes (a hash in a constraints file puts pip
+in hash-checking mode, which a wheel named with an extra cannot satisfy). What is
+slow is downloading and building the dependencies' wheels: they are kept in a
+wheelhouse under pytest's cache and the install runs with ``--no-index`` from it;
+only when it lacks a pinned wheel is it filled from the package index (``pip
+download``) and the install retried. The project's own wheel is built afresh from
+the working tree once per session.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,15 +51,23 @@ def build_project_wheel(work: Path) -> Path:
     return wheel
 
 
+def lock_pins(target: Path) -> Path:
+    """The lock's ``name==version`` lines, without hashes, written to ``target``."""
+    pins = re.findall(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[^\s\\]+", LOCK.read_text(), re.MULTILINE)
+    target.write_text("".join(f"{pin}\n" for pin in pins))
+    return target
+
+
 def create(target: Path, wheel: Path, extra: str, wheelhouse: Path) -> Path:
     """A new virtualenv at ``target`` with ``wheel[extra]`` installed; returns its bin/."""
     venv.create(target, with_pip=True)
     python = str(target / "bin" / "python")
     requirement = f"{wheel}[{extra}]"
-    offline = ["install", "--no-index", "--find-links", str(wheelhouse), "-c", str(LOCK)]
+    pins = str(lock_pins(target / "pins.txt"))
+    offline = ["install", "--no-index", "--find-links", str(wheelhouse), "-c", pins]
     if _pip(python, *offline, requirement, check=False).returncode != 0:
         wheelhouse.mkdir(parents=True, exist_ok=True)
-        _pip(python, "download", "-d", str(wheelhouse), "-c", str(LOCK), requirement)
+        _pip(python, "download", "-d", str(wheelhouse), "-c", pins, requirement)
         for copy in wheelhouse.glob("clothing_classifier-*"):  # always built afresh
             copy.unlink()
         _pip(python, *offline, requirement)

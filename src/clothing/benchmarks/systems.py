@@ -130,6 +130,8 @@ def gateway(options: ServingOptions, upstream: ModelServerEndpoint) -> Iterator[
         f"--allow-hosts={LOOPBACK}",
         # The other systems have no deadline; a 5 s one would turn queueing into errors.
         "--grpc-deadline=120",
+        # The load generator is one client on purpose: no per-client rate limit.
+        "--rate-limit=0",
         # The baseline and LitServe run without a per-request access log; so does ours here.
         "--log-level=warning",
     )

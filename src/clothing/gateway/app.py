@@ -52,7 +52,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         403: "The URL's scheme or address is refused",
         408: "The request body did not arrive within --body-timeout",
         413: "Image (bytes or pixels) or request too large",
-        429: "Too many predictions in flight; retry after Retry-After seconds",
+        429: "Too many predictions in flight, or this client is over its rate limit; retry "
+        "after Retry-After seconds",
         415: "Neither JSON nor multipart/form-data",
         422: "The JSON body does not match the schema",
         502: "The image host or the model server failed",
@@ -133,6 +134,7 @@ def create_app(
         body_timeout=settings.body_timeout,
         routes=app.router.routes,
         max_inflight=settings.max_inflight,
+        rate_limit=settings.client_buckets(),
     )
     _add_routes(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -18,6 +18,9 @@ from clothing.gateway.settings import GatewaySettings, env_name
 from clothing.serving_layout import PREPROCESSINGS
 
 _DEFAULTS = GatewaySettings.__dataclass_fields__
+# Seconds in-flight requests get to finish after SIGTERM (a pod's grace period must
+# cover its preStop wait plus this).
+DRAIN_SECONDS = 10
 
 
 def _default(name: str) -> Any:
@@ -156,6 +159,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _add(parser, "workers", int, "threads decoding and resizing images")
     _add(parser, "ready_cache_seconds", float, "how long a /readyz answer is reused, seconds")
     _add(parser, "cors_origins", _csv, "comma list of origins allowed by CORS (none: no CORS)")
+    _add(
+        parser,
+        "keep_alive_timeout",
+        int,
+        "seconds an idle keep-alive connection stays open; behind a load balancer, more than "
+        "its idle timeout (the AWS ALB's: 60)",
+    )
+    _add(
+        parser,
+        "forwarded_allow_ips",
+        _csv,
+        "comma list of proxy addresses or networks whose X-Forwarded-For/-Proto are trusted "
+        "for the client's address ('*': any)",
+    )
+    _add(
+        parser,
+        "rate_limit",
+        float,
+        "requests a second each client address may sustain (health, readiness, the page and "
+        "its static files are exempt); more get 429 + Retry-After; 0: no limit",
+    )
+    _add(parser, "rate_burst", int, "requests a client may send at once beyond --rate-limit")
     parser.add_argument(
         "--log-level",
         default=os.environ.get("GATEWAY_LOG_LEVEL", "info"),
@@ -187,10 +212,11 @@ def run(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=args.log_level,
         proxy_headers=True,
-        timeout_graceful_shutdown=10,
-        # Idle keep-alive connections close after 5 s; request headers may take at
-        # most 16 KiB (uvicorn's defaults, stated here because the gateway relies on them).
-        timeout_keep_alive=5,
+        forwarded_allow_ips=list(settings.forwarded_allow_ips),
+        timeout_graceful_shutdown=DRAIN_SECONDS,
+        timeout_keep_alive=settings.keep_alive_timeout,
+        # Request headers may take at most 16 KiB (uvicorn's default, stated here
+        # because the gateway relies on it).
         h11_max_incomplete_event_size=16 * 1024,
     )
     if settings.metrics_port:

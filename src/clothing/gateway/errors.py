@@ -9,6 +9,7 @@ The tree::
     ├── BodyTimeout                 408 body_timeout
     ├── TooLarge                    413 too_large
     ├── Overloaded                  429 overloaded
+    ├── RateLimited                 429 rate_limited
     ├── UnsupportedMediaType        415 unsupported_media_type
     ├── ValidationFailed            422 validation_error
     ├── ImageHostFailed             502 image_host_failed
@@ -75,6 +76,17 @@ class TooLarge(GatewayError):
 class Overloaded(GatewayError):
     status = 429
     code = "overloaded"
+
+
+class RateLimited(GatewayError):
+    """The client sent more than its share; ``retry_after`` whole seconds bring a token back."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UnsupportedMediaType(GatewayError):

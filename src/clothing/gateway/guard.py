@@ -5,6 +5,8 @@
   route's cap (413) and within the cap on the bytes all requests hold together
   (429), before a prediction slot is taken: a client that sends headers and then
   stalls holds no slot.
+- :class:`ClientLimit`: past its token bucket (``--rate-limit``, ``--rate-burst``) a
+  client is refused at once with 429 + Retry-After, before its body is read.
 - :class:`InflightLimit`: past ``max_inflight`` concurrent predictions a request is
   refused at once with 429 + Retry-After: under overload the gateway's memory and
   latency stay bounded instead of queueing without end.
@@ -30,8 +32,9 @@ from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clothing.gateway.errors import BodyTimeout, GatewayError, Overloaded, TooLarge
+from clothing.gateway.errors import BodyTimeout, GatewayError, Overloaded, RateLimited, TooLarge
 from clothing.gateway.metrics import GatewayMetrics
+from clothing.gateway.ratelimit import ClientBuckets, client_key, exempt, retry_after_seconds
 
 log = logging.getLogger("clothing.gateway")
 
@@ -44,7 +47,11 @@ RETRY_AFTER_SECONDS = "1"
 
 def error_response(error: GatewayError) -> JSONResponse:
     """``{"error": {"code", "message"}}`` with the error's status (and Retry-After for 429/503)."""
-    headers = {"Retry-After": RETRY_AFTER_SECONDS} if error.status in (429, 503) else None
+    headers = None
+    if isinstance(error, RateLimited):
+        headers = {"Retry-After": str(error.retry_after)}
+    elif error.status in (429, 503):
+        headers = {"Retry-After": RETRY_AFTER_SECONDS}
     return JSONResponse({"error": error.to_dict()}, status_code=error.status, headers=headers)
 
 
@@ -122,6 +129,26 @@ class BodyBudget:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+class ClientLimit:
+    """Each client's requests within its token bucket; ``None`` buckets: no limit."""
+
+    def __init__(self, buckets: ClientBuckets | None, metrics: GatewayMetrics) -> None:
+        self.buckets = buckets
+        self.metrics = metrics
+
+    def check(self, scope: Scope) -> None:
+        """:class:`RateLimited` when the request's client has no token left."""
+        if self.buckets is None or exempt(str(scope.get("path", ""))):
+            return
+        client = scope.get("client")
+        wait = self.buckets.take(client_key(client[0] if client else None))
+        if wait:
+            self.metrics.rate_limited.inc()
+            raise RateLimited(
+                "too many requests from this client", retry_after=retry_after_seconds(wait)
+            )
 
 
 class InflightLimit:
@@ -219,10 +246,13 @@ class Guard:
         body_timeout: float,
         routes: Sequence[BaseRoute],
         max_inflight: int,
+        rate_limit: ClientBuckets | None = None,
     ) -> None:
         self.app = app
+        self.clients = ClientLimit(rate_limit, metrics)
         self.bodies = BodyBudget(body_caps, max_buffered, body_timeout)
         self.predictions = InflightLimit(max_inflight)
+        metrics.inflight.set_function(lambda: self.predictions.current)
         self.metrics = RequestMetrics(metrics, RouteNames(routes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -232,6 +262,7 @@ class Guard:
         started = time.perf_counter()
         send = with_security_headers(scope, send)
         try:
+            self.clients.check(scope)
             async with self.bodies.read(scope, receive) as body:
                 if body is None:
                     return  # the client went away: nothing to answer or count

@@ -6,7 +6,7 @@ process and keeps ``/metrics`` to what this gateway measured.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 STAGES = ("fetch", "preprocess", "inference", "total")
@@ -57,6 +57,16 @@ class GatewayMetrics:
         self.model_version_changes = Counter(
             "gateway_model_version_changes",
             "Times the model server started answering with another model version.",
+            registry=self.registry,
+        )
+        self.inflight = Gauge(
+            "gateway_inflight_requests",
+            "Predictions (/predict, /predict/batch) being handled now; the autoscaler's signal.",
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "gateway_rate_limited_requests",
+            "Requests refused with 429 because their client was over --rate-limit.",
             registry=self.registry,
         )
         for stage in STAGES:

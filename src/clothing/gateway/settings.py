@@ -11,6 +11,7 @@ reads may have a name Kubernetes could inject.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from clothing import cgroup
 from clothing.gateway.addresses import AllowList
 from clothing.gateway.fetch import FetchLimits
 from clothing.gateway.imaging import DEFAULT_MAX_PIXELS
+from clothing.gateway.ratelimit import ClientBuckets
 from clothing.serving_layout import PREPROCESSINGS, Preprocessing
 
 MB = 1024 * 1024
@@ -70,6 +72,18 @@ class GatewaySettings:
     workers: int = field(default_factory=lambda: min(4, cgroup.available_cpus()))
     ready_cache_seconds: float = 1.0
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    # Seconds an idle keep-alive connection stays open. Behind a load balancer that
+    # reuses its connections to the gateway, it must outlast the balancer's own idle
+    # timeout, or a request sent as the gateway closes the connection fails (a 502).
+    keep_alive_timeout: int = 5
+    # Peers whose X-Forwarded-For and X-Forwarded-Proto are believed (addresses or
+    # networks, "*" for any): the proxies in front, so that logs and the rate limit
+    # see the client, and no one else, who could then pose as any client.
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
+    # Requests a second each client may sustain, and how many at once beyond that
+    # (a token bucket); 0 turns the limit off.
+    rate_limit: float = 10.0
+    rate_burst: int = 40
 
     def __post_init__(self) -> None:
         if not isinstance(self.port, int) or not 0 < self.port < 65536:
@@ -88,6 +102,8 @@ class GatewaySettings:
             "max_inflight",
             "body_timeout",
             "workers",
+            "keep_alive_timeout",
+            "rate_burst",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -100,6 +116,9 @@ class GatewaySettings:
             raise ValueError("max_decode_bytes must not be negative")
         if self.max_redirects < 0:
             raise ValueError("max_redirects must not be negative")
+        if self.rate_limit < 0:
+            raise ValueError("rate_limit must not be negative (0 turns it off)")
+        _check_networks("forwarded_allow_ips", self.forwarded_allow_ips)
         if self.preprocessing != "auto" and self.preprocessing not in PREPROCESSINGS:
             choices = ", ".join(("auto", *PREPROCESSINGS))
             raise ValueError(f"preprocessing must be one of {choices}")
@@ -120,6 +139,10 @@ class GatewaySettings:
             read_timeout=self.fetch_read_timeout,
             total_timeout=self.fetch_timeout,
         )
+
+    def client_buckets(self) -> ClientBuckets | None:
+        """The per-client rate limit's buckets, or None where it is off."""
+        return ClientBuckets(self.rate_limit, self.rate_burst) if self.rate_limit else None
 
     @property
     def decode_budget(self) -> int:
@@ -166,6 +189,17 @@ class GatewaySettings:
         if not names:
             raise ValueError(f"labels file {self.labels} has no class names")
         return tuple(names)
+
+
+def _check_networks(setting: str, entries: tuple[str, ...]) -> None:
+    """Each entry an address or a network (or "*"); ValueError naming the first that is not."""
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{setting}: {entry!r} is not an address or network") from None
 
 
 ENV_NAMES = {
