@@ -13,6 +13,10 @@ learned from ``GetModelMetadata``: ``model_info`` when the server offers it
 ``model_info`` with INVALID_ARGUMENT, so the request is repeated without it).
 Both are read by :func:`clothing.serving_layout.describe_interface`, the one
 reader of the metadata schema; the gateway never reads the model's files.
+
+Every call carries the current request's ``x-request-id`` and ``traceparent``
+as metadata (:mod:`clothing.request_context`), so the model server logs it
+under the same id.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import grpc
 import numpy as np
 from google.protobuf import json_format, struct_pb2
 
+from clothing import request_context
 from clothing.gateway.errors import (
     GatewayError,
     ModelServerError,
@@ -198,7 +203,9 @@ class ModelClient:
             model_spec=model_pb2.ModelSpec(name=self.model_name)
         )
         try:
-            response = await self._model_stub.GetModelStatus(request, timeout=self.deadline)
+            response = await self._model_stub.GetModelStatus(
+                request, timeout=self.deadline, metadata=request_context.outgoing_metadata()
+            )
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise _map_rpc_error(error, "GetModelStatus") from None
@@ -213,13 +220,17 @@ class ModelClient:
         return self._parse_metadata(response)
 
     async def _metadata_response(self) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        metadata = request_context.outgoing_metadata()
+
         def ask(fields: list[str]) -> Awaitable[get_model_metadata_pb2.GetModelMetadataResponse]:
             request = get_model_metadata_pb2.GetModelMetadataRequest(
                 model_spec=self._spec(), metadata_field=fields
             )
             return cast(
                 Awaitable[get_model_metadata_pb2.GetModelMetadataResponse],
-                self._predict_stub.GetModelMetadata(request, timeout=self.deadline),
+                self._predict_stub.GetModelMetadata(
+                    request, timeout=self.deadline, metadata=metadata
+                ),
             )
 
         try:
@@ -265,9 +276,10 @@ class ModelClient:
         request = predict_pb2.PredictRequest(model_spec=self._spec())
         request.inputs[info.input.name].CopyFrom(from_numpy(batch))
         request.output_filter.append(info.output_name)
+        metadata = request_context.outgoing_metadata()
         response = await self._call(
             "Predict",
-            lambda: self._predict_stub.Predict(request, timeout=self.deadline),
+            lambda: self._predict_stub.Predict(request, timeout=self.deadline, metadata=metadata),
             retry=True,
         )
         if info.output_name not in response.outputs:
