@@ -42,7 +42,8 @@ def test_variables_offer_all_as_a_regex() -> None:
     assert set(VARIABLES) <= set(variables)
     for name in VARIABLES:
         variable = variables[name]
-        assert variable["includeAll"] and variable["multi"], name
+        assert variable["includeAll"], name
+        assert variable["multi"], name
         assert variable["allValue"] == ".*", name
 
 
