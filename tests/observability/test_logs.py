@@ -65,7 +65,7 @@ def test_text_is_for_people() -> None:
 def test_uvicorn_s_records_take_the_same_shape() -> None:
     stream = io.StringIO()
     logs.configure("json", "info", stream)
-    logging.getLogger("uvicorn.error").info("Started server process")
+    logging.getLogger("uvicorn.error").warning("Started server process")
     assert json.loads(stream.getvalue())["logger"] == "uvicorn.error"
 
 
