@@ -74,6 +74,8 @@ class RequestRecord:
     request_id: str
     traceparent: str
     fields: dict[str, Any] = field(default_factory=dict)
+    # Whether the caller sent the trace context (else it was made here).
+    offered: bool = False
 
     @classmethod
     def from_headers(cls, headers: Iterable[tuple[str, str]]) -> RequestRecord:
@@ -84,7 +86,8 @@ class RequestRecord:
                 offered_id = value
             elif name == TRACEPARENT_HEADER and offered_parent is None:
                 offered_parent = value
-        return cls(request_id(offered_id), traceparent(offered_parent))
+        context = traceparent(offered_parent)
+        return cls(request_id(offered_id), context, offered=context == offered_parent)
 
     @classmethod
     def from_asgi(cls, headers: Iterable[tuple[bytes, bytes]]) -> RequestRecord:
@@ -117,7 +120,13 @@ def note(**fields: Any) -> None:
         record.fields.update(fields)
 
 
-def outgoing_metadata() -> tuple[tuple[str, str], ...] | None:
-    """The current request's id and trace context for a call to the next tier."""
+def outgoing_metadata(context: str | None = None) -> tuple[tuple[str, str], ...] | None:
+    """The current request's id and trace context (``context`` instead, when given: the
+    traceparent of a span around the call) for a call to the next tier."""
     record = CURRENT.get()
-    return None if record is None else record.metadata()
+    if record is None:
+        return None
+    return (
+        (REQUEST_ID_HEADER, record.request_id),
+        (TRACEPARENT_HEADER, context or record.traceparent),
+    )

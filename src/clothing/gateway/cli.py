@@ -182,11 +182,12 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from clothing import logs
+    from clothing import logs, tracing
     from clothing.gateway.app import create_app
     from clothing.gateway.uvicorn_server import GatewayServer
 
     logs.configure(args.log_format, args.log_level)
+    tracing.setup("clothing-gateway")
     try:
         settings = settings_from_args(args)
         app = create_app(settings)

@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clothing import tracing
 from clothing.gateway.errors import BodyTimeout, GatewayError, Overloaded, TooLarge
 from clothing.gateway.metrics import GatewayMetrics
 from clothing.logs import log_access
@@ -115,7 +116,8 @@ class BodyBudget:
         held = [0]  # what this request added to ``buffered``, even if cut short
         try:
             try:
-                body = await asyncio.wait_for(self._read(scope, receive, held), self.timeout)
+                with tracing.span("body read"):
+                    body = await asyncio.wait_for(self._read(scope, receive, held), self.timeout)
             except TimeoutError:
                 raise BodyTimeout(
                     f"the request body did not arrive within {self.timeout:g} s"
@@ -279,20 +281,26 @@ class Guard:
         token = CURRENT.set(request)
         send = with_response_headers(scope, send, request.request_id)
         try:
-            try:
-                async with self.bodies.read(scope, receive) as body:
-                    if body is None:
-                        return  # the client went away: nothing to answer or count
-                    request.fields["body_bytes"] = len(body)
-                    with self.predictions.slot(scope):
-                        replayed = _replay(body, receive)
-                        status = await answer_unexpected_errors(self.app, scope, replayed, send)
-            except GatewayError as refusal:
-                await error_response(refusal)(scope, receive, send)
-                status = refusal.status
-            self.log.record(scope, status, started, request)
+            with tracing.request_span(f"HTTP {scope.get('method', '')}", request):
+                await self._answer(scope, receive, send, started, request)
         finally:
             CURRENT.reset(token)
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, started: float, request: RequestRecord
+    ) -> None:
+        try:
+            async with self.bodies.read(scope, receive) as body:
+                if body is None:
+                    return  # the client went away: nothing to answer or count
+                request.fields["body_bytes"] = len(body)
+                with self.predictions.slot(scope):
+                    replayed = _replay(body, receive)
+                    status = await answer_unexpected_errors(self.app, scope, replayed, send)
+        except GatewayError as refusal:
+            await error_response(refusal)(scope, receive, send)
+            status = refusal.status
+        self.log.record(scope, status, started, request)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

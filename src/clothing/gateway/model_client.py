@@ -33,7 +33,7 @@ import grpc
 import numpy as np
 from google.protobuf import json_format, struct_pb2
 
-from clothing import request_context
+from clothing import request_context, tracing
 from clothing.gateway.errors import (
     GatewayError,
     ModelServerError,
@@ -276,12 +276,15 @@ class ModelClient:
         request = predict_pb2.PredictRequest(model_spec=self._spec())
         request.inputs[info.input.name].CopyFrom(from_numpy(batch))
         request.output_filter.append(info.output_name)
-        metadata = request_context.outgoing_metadata()
-        response = await self._call(
-            "Predict",
-            lambda: self._predict_stub.Predict(request, timeout=self.deadline, metadata=metadata),
-            retry=True,
-        )
+        with tracing.span("Predict"):
+            metadata = request_context.outgoing_metadata(tracing.current_traceparent())
+            response = await self._call(
+                "Predict",
+                lambda: self._predict_stub.Predict(
+                    request, timeout=self.deadline, metadata=metadata
+                ),
+                retry=True,
+            )
         if info.output_name not in response.outputs:
             raise ModelServerError(f"model server sent no output {info.output_name!r}")
         try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from clothing import request_context
+from clothing import request_context, tracing
 from clothing.gateway.errors import (
     AddressRefused,
     BadRequest,
@@ -173,7 +173,8 @@ class Classifier:
         if item.url is not None:
             started = time.perf_counter()
             try:
-                fetched = await self.fetcher.fetch(item.url, max_fetch_bytes)
+                with tracing.span("fetch"):
+                    fetched = await self.fetcher.fetch(item.url, max_fetch_bytes)
             except AddressRefused as error:
                 self.metrics.refused_addresses.inc()
                 self.metrics.image_failures.labels(stage="fetch", kind=error.code).inc()
@@ -196,8 +197,9 @@ class Classifier:
     async def _preprocess(self, data: bytes, spec: InputSpec) -> tuple[np.ndarray, float]:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
+        prepare_here = tracing.carry_context(_prepare_in_pool)  # its spans nest in this one
         row = await loop.run_in_executor(
-            self.pool, _prepare_in_pool, data, spec, self.max_pixels, self.max_decode_bytes
+            self.pool, prepare_here, data, spec, self.max_pixels, self.max_decode_bytes
         )
         elapsed = _ms_since(started)
         self.metrics.observe_stage("preprocess", elapsed)

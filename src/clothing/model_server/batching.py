@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from clothing import request_context
+from clothing import request_context, tracing
 from clothing.model_server.config import BatchingConfig
 from clothing.model_server.errors import Internal, InvalidArgument, ResourceExhausted
 
@@ -74,6 +74,15 @@ def _pad(inputs: Mapping[str, np.ndarray], extra: int) -> dict[str, np.ndarray]:
         name: np.concatenate([array, np.repeat(array[:1], extra, axis=0)])
         for name, array in inputs.items()
     }
+
+
+def _trace_batch(request: _Request) -> None:
+    """The request's wait and its batch's run as spans, ending now (when tracing)."""
+    if tracing.enabled():
+        ran_until = time.time_ns()
+        run_from = ran_until - int(request.ran * 1e9)
+        tracing.record_span("batch wait", run_from - int(request.waited * 1e9), run_from)
+        tracing.record_span("run", run_from, ran_until)
 
 
 def rows_of(inputs: Mapping[str, np.ndarray]) -> int:
@@ -150,6 +159,7 @@ class Batcher:
         self._set_queued(self._queued_rows + rows)
         self._wakeup.set()
         outputs = await future
+        _trace_batch(request)
         request_context.note(
             queue_ms=round(request.waited * 1000.0, 3),
             run_ms=round(request.ran * 1000.0, 3),

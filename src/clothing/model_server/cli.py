@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from clothing import logs
+from clothing import logs, tracing
 from clothing.logs import FORMATS
 from clothing.model_server.config import (
     DEFAULT_MAX_BATCH_ROWS,
@@ -394,6 +394,7 @@ def _naming_flag(flag: str, read: Callable[[], T]) -> T:
 
 def run(args: argparse.Namespace) -> int:
     logs.configure(args.log_format, args.log_level)
+    tracing.setup("clothing-model-server")
     try:
         config = config_from_args(args, dict(os.environ))
     except ValueError as error:

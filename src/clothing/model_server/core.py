@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from clothing import request_context
+from clothing import request_context, tracing
 from clothing.model_server.backend import Signature, TensorSpec
 from clothing.model_server.errors import (
     INTERNAL_MESSAGE,
@@ -251,7 +251,8 @@ class Dataplane:
             loop = asyncio.get_running_loop()
             started = time.perf_counter()
             try:
-                return await loop.run_in_executor(self._executor, backend.predict, inputs)
+                with tracing.span("run"):
+                    return await loop.run_in_executor(self._executor, backend.predict, inputs)
             finally:
                 ran = time.perf_counter() - started
                 self.metrics.runtime_latency.labels(chosen.model, str(chosen.version)).observe(ran)

@@ -22,7 +22,7 @@ import numpy as np
 from google.protobuf import any_pb2, json_format, struct_pb2
 from google.protobuf.message import DecodeError
 
-from clothing import tensors
+from clothing import tensors, tracing
 from clothing.logs import log_access
 from clothing.model_server.backend import Signature
 from clothing.model_server.config import DEFAULT_MAX_BATCH_ROWS, ModelConfig
@@ -151,7 +151,7 @@ class _ObserveCalls(_HandlerInterceptor):
             token = CURRENT.set(record)
             started = time.perf_counter()
             try:
-                with self._gauge.track_inprogress():
+                with self._gauge.track_inprogress(), tracing.request_span(f"gRPC {method}", record):
                     return await run(request, context)
             finally:
                 CURRENT.reset(token)

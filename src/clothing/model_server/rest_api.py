@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clothing import tracing
 from clothing.logs import log_access
 from clothing.model_server import rest_codec
 from clothing.model_server.backend import Signature
@@ -152,7 +153,8 @@ class _AccessLog:
             await send(message)
 
         try:
-            await self.app(scope, receive, identified)
+            with tracing.request_span(f"HTTP {scope.get('method', '')}", record):
+                await self.app(scope, receive, identified)
         finally:
             CURRENT.reset(token)
             path = str(scope.get("path", ""))
