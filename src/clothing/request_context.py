@@ -59,7 +59,8 @@ def traceparent(offered: str | None) -> str:
     """``offered`` when valid, else a new trace, not sampled (flags 00)."""
     if offered is not None and valid_traceparent(offered):
         return offered
-    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-00"
+    fresh = os.urandom(24).hex()  # one call for both ids
+    return f"00-{fresh[:32]}-{fresh[32:]}-00"
 
 
 def trace_id(value: str) -> str:

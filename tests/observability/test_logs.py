@@ -156,3 +156,21 @@ def test_notes_go_to_the_current_request_only() -> None:
         request_context.CURRENT.reset(token)
     assert record.fields == {"model": "m"}
     assert request_context.outgoing_metadata() is None
+
+
+@pytest.mark.parametrize("command", ["gateway", "model-server"])
+def test_a_bad_format_in_the_environment_stops_the_start_with_a_message(command: str) -> None:
+    variable = {"gateway": "GATEWAY_LOG_FORMAT", "model-server": "MODEL_SERVER_LOG_FORMAT"}
+    result = subprocess.run(
+        [sys.executable, "-m", "clothing.cli", command, "--model_name=m"]
+        if command == "model-server"
+        else [sys.executable, "-m", "clothing.cli", command],
+        env={**os.environ, variable[command]: "xml"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "log format must be one of text, json, got 'xml'" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr

@@ -186,14 +186,15 @@ def run(args: argparse.Namespace) -> int:
     from clothing.gateway.app import create_app
     from clothing.gateway.uvicorn_server import GatewayServer
 
-    logs.configure(args.log_format, args.log_level)
-    tracing.setup("clothing-gateway")
     try:
+        # A format from the environment is not checked by argparse: here it is.
+        logs.configure(args.log_format, args.log_level)
         settings = settings_from_args(args)
         app = create_app(settings)
     except ValueError as error:
         print(f"clothing gateway: {error}")
         return 2
+    tracing.setup("clothing-gateway")
     config = uvicorn.Config(
         app,
         host=settings.host,

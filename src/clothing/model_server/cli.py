@@ -393,13 +393,14 @@ def _naming_flag(flag: str, read: Callable[[], T]) -> T:
 
 
 def run(args: argparse.Namespace) -> int:
-    logs.configure(args.log_format, args.log_level)
-    tracing.setup("clothing-model-server")
     try:
+        # A format from the environment is not checked by argparse: here it is.
+        logs.configure(args.log_format, args.log_level)
         config = config_from_args(args, dict(os.environ))
     except ValueError as error:
         print(f"clothing model-server: error: {error}", file=sys.stderr)
         return 2
+    tracing.setup("clothing-model-server")
     from clothing.model_server.backend import BackendError
     from clothing.model_server.server import ModelServer
 
