@@ -5,8 +5,8 @@ BIN := $(VENV)/bin
 LOCK := requirements/lock.txt
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: run test install install-run lint typecheck protos protos-check lock lock-hashes bench \
-	soak fuzz train export evaluate quantize cross-validate clean
+.PHONY: run test install install-run lint typecheck protos protos-check monitoring lock \
+	lock-hashes bench soak fuzz train export evaluate quantize cross-validate clean
 
 # The labelled photos the bundled model is trained and evaluated on.
 DATA ?= ../shared/datasets/clothing-small
@@ -54,6 +54,10 @@ protos: install
 
 protos-check: install
 	$(BIN)/python scripts/gen_protos.py --check
+
+# The monitoring component's copies of deploy/observability's rules and dashboard.
+monitoring: install
+	$(BIN)/python scripts/gen_monitoring.py
 
 # Tests find the photos through CLOTHING_DATA (same default when pytest runs alone).
 test: lint typecheck protos-check

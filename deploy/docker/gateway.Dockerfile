@@ -38,7 +38,8 @@ ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MODEL_NAME=clothing-model \
-    TF_SERVING_HOST=localhost:8500
+    TF_SERVING_HOST=localhost:8500 \
+    GATEWAY_LOG_FORMAT=json
 RUN groupadd --system --gid 10001 clothing \
     && useradd --system --uid 10001 --gid clothing --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin clothing

@@ -41,7 +41,8 @@ ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MODEL_NAME=clothing-model \
-    MODEL_BASE_PATH=/models/clothing-model-int8
+    MODEL_BASE_PATH=/models/clothing-model-int8 \
+    MODEL_SERVER_LOG_FORMAT=json
 RUN groupadd --system --gid 10001 clothing \
     && useradd --system --uid 10001 --gid clothing --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin clothing

@@ -126,7 +126,9 @@ async def test_private_addresses_are_refused_without_the_allow_list(
 async def test_malformed_requests(gateway, kwargs, status):
     answer = await gateway.post("/predict", **kwargs)
     assert answer.status_code == status, answer.text
-    assert set(answer.json()["error"]) == {"code", "message"}
+    error = answer.json()["error"]
+    assert set(error) == {"code", "message", "request_id"}
+    assert error["request_id"] == answer.headers["x-request-id"]
 
 
 async def test_upload_over_the_cap_is_refused(gateway):

@@ -59,7 +59,10 @@ async def test_an_unexpected_error_is_a_plain_500_and_is_logged(
             patch.setattr(Classifier, "classify", explode)
             answer = await client.post("/predict", json=BODY)
         assert answer.status_code == 500
-        assert answer.json() == {"error": {"code": "internal", "message": "internal error"}}
+        request_id = answer.headers["x-request-id"]
+        assert answer.json() == {
+            "error": {"code": "internal", "message": "internal error", "request_id": request_id}
+        }
         assert "secret" not in answer.text
         assert "Traceback" not in answer.text
         (record,) = [r for r in caplog.records if "unexpected error" in r.getMessage()]

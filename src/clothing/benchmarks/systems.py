@@ -96,6 +96,8 @@ def model_server(
         f"--rest_api_port={rest_port}",
         f"--model_name={options.model_name}",
         f"--model_base_path={options.model_base_path}",
+        # No per-request access line, as for the gateway below and the other systems.
+        "--log_level=WARNING",
     )
     if batching:
         command.append("--enable_batching")

@@ -27,7 +27,7 @@ from clothing.gateway.addresses import AddressPolicy, AllowList, BoundedResolver
 from clothing.gateway.api_docs import add_api_docs
 from clothing.gateway.errors import GatewayError, ValidationFailed
 from clothing.gateway.fetch import ImageFetcher, ImageGetter, new_image_client
-from clothing.gateway.guard import Guard, error_response
+from clothing.gateway.guard import Guard, error_body, error_response
 from clothing.gateway.inputs import batch_inputs, describe_errors, single_input
 from clothing.gateway.metrics import GatewayMetrics
 from clothing.gateway.model_client import ModelClient
@@ -151,7 +151,7 @@ async def _on_validation_error(_request: Request, error: RequestValidationError)
 
 async def _on_http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-    body = {"error": {"code": code, "message": str(error.detail)}}
+    body = error_body(code, str(error.detail))
     return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
 

@@ -15,6 +15,7 @@ from dataclasses import MISSING
 from typing import Any, cast
 
 from clothing.gateway.settings import GatewaySettings, env_name
+from clothing.logs import FORMATS, LEVELS
 from clothing.serving_layout import PREPROCESSINGS
 
 _DEFAULTS = GatewaySettings.__dataclass_fields__
@@ -184,8 +185,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
         default=os.environ.get("GATEWAY_LOG_LEVEL", "info"),
-        choices=("critical", "error", "warning", "info", "debug"),
-        help="uvicorn log level (env GATEWAY_LOG_LEVEL; default: info)",
+        choices=LEVELS,
+        help="log level; debug adds the access lines of probes and scrapes "
+        "(env GATEWAY_LOG_LEVEL; default: info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("GATEWAY_LOG_FORMAT", "text"),
+        choices=FORMATS,
+        help="json: one JSON object per line (time, level, logger, message and an access "
+        "line's fields), as the images log; text: for a person (env GATEWAY_LOG_FORMAT; "
+        "default: text)",
     )
 
 
@@ -197,20 +207,29 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from clothing import logs, tracing
     from clothing.gateway.app import create_app
     from clothing.gateway.uvicorn_server import GatewayServer
 
     try:
+        # A format from the environment is not checked by argparse: here it is.
+        logs.configure(args.log_format, args.log_level)
         settings = settings_from_args(args)
         app = create_app(settings)
     except ValueError as error:
         print(f"clothing gateway: {error}")
         return 2
+    tracing.setup("clothing-gateway")
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
+        # Logging is set up above (clothing.logs); the gateway writes its own access lines.
+        log_config=None,
+        access_log=False,
+        # The client address in access lines is X-Forwarded-For's when the peer is a
+        # trusted proxy (uvicorn's --forwarded-allow-ips, env FORWARDED_ALLOW_IPS).
         proxy_headers=True,
         forwarded_allow_ips=list(settings.forwarded_allow_ips),
         timeout_graceful_shutdown=DRAIN_SECONDS,

@@ -1,6 +1,7 @@
 """What every HTTP request to the gateway passes before and after the app, one piece each.
 
-- :func:`with_security_headers`: ``nosniff`` on every answer; CSP and no framing on the page.
+- :func:`with_response_headers`: ``nosniff`` and ``X-Request-ID`` on every answer; CSP
+  and no framing on the page.
 - :class:`BodyBudget`: the body is read whole under a deadline (408), within its
   route's cap (413) and within the cap on the bytes all requests hold together
   (429), before a prediction slot is taken: a client that sends headers and then
@@ -12,11 +13,14 @@
   latency stay bounded instead of queueing without end.
 - :func:`answer_unexpected_errors`: anything the app raises becomes a plain 500
   without a trace (logged here).
-- :class:`RequestMetrics`: every answer, refusals included, is counted by route
-  template (:class:`RouteNames`) and status.
+- :class:`RequestLog`: every answer, refusals included, is counted by route
+  template (:class:`RouteNames`) and status, and logged as one access line
+  (:mod:`clothing.logs`) under the request's id (:mod:`clothing.request_context`),
+  which every answer carries in ``X-Request-ID``.
 
 :class:`Guard`, the ASGI middleware, chains them. :func:`error_response` is the one
-place a :class:`GatewayError` becomes an HTTP answer.
+place a :class:`GatewayError` becomes an HTTP answer, and :func:`error_body` the
+one shape of an error's body.
 """
 
 from __future__ import annotations
@@ -32,11 +36,15 @@ from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clothing import tracing
 from clothing.gateway.errors import BodyTimeout, GatewayError, Overloaded, RateLimited, TooLarge
 from clothing.gateway.metrics import GatewayMetrics
 from clothing.gateway.ratelimit import ClientBuckets, client_key, exempt, retry_after_seconds
+from clothing.logs import log_access
+from clothing.request_context import CURRENT, REQUEST_ID_HEADER, RequestRecord
 
 log = logging.getLogger("clothing.gateway")
+access_log = logging.getLogger("clothing.gateway.access")
 
 # The body cap of every route that takes no image (GET routes send none).
 SMALL_BODY_BYTES = 64 * 1024
@@ -45,14 +53,25 @@ SMALL_BODY_BYTES = 64 * 1024
 RETRY_AFTER_SECONDS = "1"
 
 
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    """``{"error": {"code", "message", "request_id"}}``; the code goes to the access line."""
+    error = {"code": code, "message": message}
+    record = CURRENT.get()
+    if record is not None:
+        error["request_id"] = record.request_id
+        record.fields["code"] = code
+    return {"error": error}
+
+
 def error_response(error: GatewayError) -> JSONResponse:
-    """``{"error": {"code", "message"}}`` with the error's status (and Retry-After for 429/503)."""
+    """:func:`error_body` with the error's status (and Retry-After for 429/503)."""
     headers = None
     if isinstance(error, RateLimited):
         headers = {"Retry-After": str(error.retry_after)}
     elif error.status in (429, 503):
         headers = {"Retry-After": RETRY_AFTER_SECONDS}
-    return JSONResponse({"error": error.to_dict()}, status_code=error.status, headers=headers)
+    body = error_body(error.code, error.message)
+    return JSONResponse(body, status_code=error.status, headers=headers)
 
 
 # Every answer: browsers must not guess a type other than the one sent.
@@ -70,8 +89,13 @@ _PAGE_HEADERS = [
 ]
 
 
-def with_security_headers(scope: Scope, send: Send) -> Send:
-    extra = _NOSNIFF + (_PAGE_HEADERS if scope.get("path") == "/" else [])
+def with_response_headers(scope: Scope, send: Send, request_id: str) -> Send:
+    """The security headers and the request's id on every answer."""
+    extra = [
+        (REQUEST_ID_HEADER.encode(), request_id.encode()),
+        *_NOSNIFF,
+        *(_PAGE_HEADERS if scope.get("path") == "/" else []),
+    ]
 
     async def secured(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -99,7 +123,8 @@ class BodyBudget:
         held = [0]  # what this request added to ``buffered``, even if cut short
         try:
             try:
-                body = await asyncio.wait_for(self._read(scope, receive, held), self.timeout)
+                with tracing.span("body read"):
+                    body = await asyncio.wait_for(self._read(scope, receive, held), self.timeout)
             except TimeoutError:
                 raise BodyTimeout(
                     f"the request body did not arrive within {self.timeout:g} s"
@@ -178,9 +203,6 @@ class _Answer:
     started: bool = False
 
 
-_INTERNAL_ERROR = {"error": {"code": "internal", "message": "internal error"}}
-
-
 async def answer_unexpected_errors(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> int:
     """Run ``app``; whatever it raises is logged and answered 500, if no answer had begun.
 
@@ -198,7 +220,8 @@ async def answer_unexpected_errors(app: ASGIApp, scope: Scope, receive: Receive,
     except Exception:
         log.exception("unexpected error on %s", scope.get("path"))
         if not answer.started:
-            await JSONResponse(_INTERNAL_ERROR, status_code=500)(scope, receive, send)
+            body = error_body("internal", "internal error")
+            await JSONResponse(body, status_code=500)(scope, receive, send)
         answer.status = 500
     return answer.status
 
@@ -220,17 +243,39 @@ class RouteNames:
         return "unmatched"
 
 
-class RequestMetrics:
-    """Counts each answer by route and status, and times it by route."""
+# Probes and scrapes come every few seconds from machines: their lines are debug.
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class RequestLog:
+    """Counts each answer by route and status (refusals by code), times it by route, and
+    logs its access line."""
 
     def __init__(self, metrics: GatewayMetrics, routes: RouteNames) -> None:
         self.metrics = metrics
         self.routes = routes
 
-    def record(self, scope: Scope, status: int, started: float) -> None:
+    def record(self, scope: Scope, status: int, started: float, request: RequestRecord) -> None:
         route = self.routes(scope)
+        seconds = time.perf_counter() - started
         self.metrics.requests.labels(route=route, status=str(status)).inc()
-        self.metrics.request_seconds.labels(route=route).observe(time.perf_counter() - started)
+        self.metrics.request_seconds.labels(route=route).observe(seconds)
+        code = request.fields.get("code")
+        if code is not None and status < 500:
+            self.metrics.refusals.labels(reason=code).inc()
+        client = scope.get("client")
+        fields = {
+            **request.identity(),
+            "method": scope.get("method", ""),
+            "route": route,
+            "status": status,
+            "latency_ms": round(seconds * 1000.0, 3),
+            # The trusted proxy's X-Forwarded-For, as uvicorn resolved it (--proxy-headers).
+            "client": client[0] if client else "",
+            **request.fields,
+        }
+        level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
+        log_access(access_log, f"{fields['method']} {route} {status}", fields, level)
 
 
 class Guard:
@@ -252,27 +297,40 @@ class Guard:
         self.clients = ClientLimit(rate_limit, metrics)
         self.bodies = BodyBudget(body_caps, max_buffered, body_timeout)
         self.predictions = InflightLimit(max_inflight)
+        self.log = RequestLog(metrics, RouteNames(routes))
         metrics.inflight.set_function(lambda: self.predictions.current)
-        self.metrics = RequestMetrics(metrics, RouteNames(routes))
+        metrics.inflight_limit.set(max_inflight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        send = with_security_headers(scope, send)
+        request = RequestRecord.from_asgi(scope["headers"])
+        token = CURRENT.set(request)
+        send = with_response_headers(scope, send, request.request_id)
+        try:
+            with tracing.request_span(f"HTTP {scope.get('method', '')}", request):
+                await self._answer(scope, receive, send, started, request)
+        finally:
+            CURRENT.reset(token)
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, started: float, request: RequestRecord
+    ) -> None:
         try:
             self.clients.check(scope)
             async with self.bodies.read(scope, receive) as body:
                 if body is None:
                     return  # the client went away: nothing to answer or count
+                request.fields["body_bytes"] = len(body)
                 with self.predictions.slot(scope):
                     replayed = _replay(body, receive)
                     status = await answer_unexpected_errors(self.app, scope, replayed, send)
         except GatewayError as refusal:
             await error_response(refusal)(scope, receive, send)
             status = refusal.status
-        self.metrics.record(scope, status, started)
+        self.log.record(scope, status, started, request)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

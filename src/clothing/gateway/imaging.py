@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from clothing import tracing
 from clothing.gateway.errors import NotAnImage, TooLarge
 from clothing.serving_layout import InputDtype, Preprocessing
 
@@ -205,10 +206,12 @@ def prepare(
     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
 ) -> np.ndarray:
     """Bytes in, one model input row out (``[H, W, 3]`` of ``spec.dtype``)."""
-    image = decode_rgb(
-        data,
-        target=(spec.width, spec.height),
-        max_pixels=max_pixels,
-        max_decode_bytes=max_decode_bytes,
-    )
-    return to_model_row(image, spec)
+    with tracing.span("decode"):
+        image = decode_rgb(
+            data,
+            target=(spec.width, spec.height),
+            max_pixels=max_pixels,
+            max_decode_bytes=max_decode_bytes,
+        )
+    with tracing.span("resize"):
+        return to_model_row(image, spec)

@@ -13,6 +13,10 @@ learned from ``GetModelMetadata``: ``model_info`` when the server offers it
 ``model_info`` with INVALID_ARGUMENT, so the request is repeated without it).
 Both are read by :func:`clothing.serving_layout.describe_interface`, the one
 reader of the metadata schema; the gateway never reads the model's files.
+
+Every call carries the current request's ``x-request-id`` and ``traceparent``
+as metadata (:mod:`clothing.request_context`), so the model server logs it
+under the same id.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import grpc
 import numpy as np
 from google.protobuf import json_format, struct_pb2
 
+from clothing import request_context, tracing
 from clothing.gateway.errors import (
     GatewayError,
     ModelServerError,
@@ -198,7 +203,9 @@ class ModelClient:
             model_spec=model_pb2.ModelSpec(name=self.model_name)
         )
         try:
-            response = await self._model_stub.GetModelStatus(request, timeout=self.deadline)
+            response = await self._model_stub.GetModelStatus(
+                request, timeout=self.deadline, metadata=request_context.outgoing_metadata()
+            )
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise _map_rpc_error(error, "GetModelStatus") from None
@@ -213,13 +220,17 @@ class ModelClient:
         return self._parse_metadata(response)
 
     async def _metadata_response(self) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        metadata = request_context.outgoing_metadata()
+
         def ask(fields: list[str]) -> Awaitable[get_model_metadata_pb2.GetModelMetadataResponse]:
             request = get_model_metadata_pb2.GetModelMetadataRequest(
                 model_spec=self._spec(), metadata_field=fields
             )
             return cast(
                 Awaitable[get_model_metadata_pb2.GetModelMetadataResponse],
-                self._predict_stub.GetModelMetadata(request, timeout=self.deadline),
+                self._predict_stub.GetModelMetadata(
+                    request, timeout=self.deadline, metadata=metadata
+                ),
             )
 
         try:
@@ -266,11 +277,15 @@ class ModelClient:
             model_spec=self._spec(), output_filter=[info.output_name]
         )
         from_numpy(batch, into=request.inputs[info.input.name])
-        response = await self._call(
-            "Predict",
-            lambda: self._predict_stub.Predict(request, timeout=self.deadline),
-            retry=True,
-        )
+        with tracing.span("Predict"):
+            metadata = request_context.outgoing_metadata(tracing.current_traceparent())
+            response = await self._call(
+                "Predict",
+                lambda: self._predict_stub.Predict(
+                    request, timeout=self.deadline, metadata=metadata
+                ),
+                retry=True,
+            )
         if info.output_name not in response.outputs:
             raise ModelServerError(f"model server sent no output {info.output_name!r}")
         try:

@@ -90,6 +90,11 @@ class Prediction(BaseModel):
 class ErrorDetail(BaseModel):
     code: str = Field(description="Stable machine-readable code, e.g. address_refused")
     message: str
+    request_id: str | None = Field(
+        default=None,
+        description="The request's id (also in the X-Request-ID header): quote it when "
+        "reporting a problem; absent on a batch's per-image errors",
+    )
 
 
 class ErrorBody(BaseModel):
@@ -100,6 +105,7 @@ class ErrorBody(BaseModel):
                     "error": {
                         "code": "address_refused",
                         "message": "address 127.0.0.1 of 'localhost' is refused (loopback)",
+                        "request_id": "3f2a9c0d8e7b4f61a5c2d9e8f7a6b5c4",
                     }
                 }
             ]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from clothing import request_context, tracing
 from clothing.gateway.errors import (
     AddressRefused,
     BadRequest,
@@ -142,6 +143,7 @@ class Classifier:
         for result in ordered:
             outcome = result.code if isinstance(result, GatewayError) else "ok"
             self.metrics.images.labels(outcome=outcome).inc()
+        _note_request(loaded, ordered)
         return ordered
 
     async def _load_all(
@@ -171,23 +173,33 @@ class Classifier:
         if item.url is not None:
             started = time.perf_counter()
             try:
-                fetched = await self.fetcher.fetch(item.url, max_fetch_bytes)
-            except AddressRefused:
+                with tracing.span("fetch"):
+                    fetched = await self.fetcher.fetch(item.url, max_fetch_bytes)
+            except AddressRefused as error:
                 self.metrics.refused_addresses.inc()
+                self.metrics.image_failures.labels(stage="fetch", kind=error.code).inc()
+                raise
+            except GatewayError as error:
+                self.metrics.image_failures.labels(stage="fetch", kind=error.code).inc()
                 raise
             fetch_ms = _ms_since(started)
             data = fetched.content
             self.metrics.fetched_bytes.inc(len(data))
             self.metrics.observe_stage("fetch", fetch_ms)
         assert data is not None
-        row, preprocess_ms = await self._preprocess(data, spec)
+        try:
+            row, preprocess_ms = await self._preprocess(data, spec)
+        except GatewayError as error:
+            self.metrics.image_failures.labels(stage="decode", kind=error.code).inc()
+            raise
         return _Loaded(data, row, fetch_ms, preprocess_ms)
 
     async def _preprocess(self, data: bytes, spec: InputSpec) -> tuple[np.ndarray, float]:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
+        prepare_here = tracing.carry_context(_prepare_in_pool)  # its spans nest in this one
         row = await loop.run_in_executor(
-            self.pool, _prepare_in_pool, data, spec, self.max_pixels, self.max_decode_bytes
+            self.pool, prepare_here, data, spec, self.max_pixels, self.max_decode_bytes
         )
         elapsed = _ms_since(started)
         self.metrics.observe_stage("preprocess", elapsed)
@@ -223,6 +235,32 @@ class Classifier:
                 f"model answered {width} scores but {len(classes)} class names are known"
             )
         return classes
+
+
+def _note_request(
+    loaded: Sequence[_Loaded | GatewayError], results: Sequence[Classification | GatewayError]
+) -> None:
+    """The access line's model, stage timings and image sizes (never what the images show).
+
+    A batch's images are fetched and preprocessed concurrently: the slowest counts.
+    """
+    images = [entry for entry in loaded if isinstance(entry, _Loaded)]
+    answered = next((r for r in results if isinstance(r, Classification)), None)
+    if answered is None:
+        request_context.note(images=len(loaded))
+        return
+    request_context.note(
+        images=len(loaded),
+        image_bytes=sum(len(entry.data) for entry in images),
+        model=answered.model_name,
+        model_version=answered.model_version,
+        stages_ms={
+            "fetch": max(entry.fetch_ms for entry in images),
+            "preprocess": max(entry.preprocess_ms for entry in images),
+            "inference": answered.timing_ms["inference"],
+            "total": answered.timing_ms["total"],
+        },
+    )
 
 
 def _batch_of(rows: Sequence[_Loaded]) -> np.ndarray:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from clothing import request_context, tracing
 from clothing.model_server.config import BatchingConfig
 from clothing.model_server.errors import Internal, InvalidArgument, ResourceExhausted
 
@@ -44,6 +45,10 @@ class _Request:
     rows: int
     enqueued: float
     future: asyncio.Future[dict[str, np.ndarray]] = field(repr=False)
+    # For the request's access line: seconds queued, and its batch's rows and run time.
+    waited: float = 0.0
+    batch_rows: int = 0
+    ran: float = 0.0
 
 
 def _fail(requests: list[_Request], error: BaseException) -> None:
@@ -69,6 +74,15 @@ def _pad(inputs: Mapping[str, np.ndarray], extra: int) -> dict[str, np.ndarray]:
         name: np.concatenate([array, np.repeat(array[:1], extra, axis=0)])
         for name, array in inputs.items()
     }
+
+
+def _trace_batch(request: _Request) -> None:
+    """The request's wait and its batch's run as spans, ending now (when tracing)."""
+    if tracing.enabled():
+        ran_until = time.time_ns()
+        run_from = ran_until - int(request.ran * 1e9)
+        tracing.record_span("batch wait", run_from - int(request.waited * 1e9), run_from)
+        tracing.record_span("run", run_from, ran_until)
 
 
 def rows_of(inputs: Mapping[str, np.ndarray]) -> int:
@@ -144,7 +158,14 @@ class Batcher:
         self._groups.setdefault(batch_key(inputs), []).append(request)
         self._set_queued(self._queued_rows + rows)
         self._wakeup.set()
-        return await future
+        outputs = await future
+        _trace_batch(request)
+        request_context.note(
+            queue_ms=round(request.waited * 1000.0, 3),
+            run_ms=round(request.ran * 1000.0, 3),
+            batch_rows=request.batch_rows,
+        )
+        return outputs
 
     def _set_queued(self, rows: int) -> None:
         # Several versions share a model's gauge, so it is told the change only.
@@ -195,7 +216,9 @@ class Batcher:
         total = sum(request.rows for request in live)
         dequeued = time.monotonic()
         for request in live:
-            self._on_queue_wait(dequeued - request.enqueued)
+            request.waited = dequeued - request.enqueued
+            request.batch_rows = total
+            self._on_queue_wait(request.waited)
         try:
             merged = _merge([request.inputs for request in live])
             padded = self._config.padded_size(total)
@@ -210,7 +233,10 @@ class Batcher:
             try:
                 outputs = await loop.run_in_executor(self._executor, predict, merged)
             finally:
-                self._on_runtime(time.monotonic() - started)
+                ran = time.monotonic() - started
+                self._on_runtime(ran)
+                for request in live:
+                    request.ran = ran
             for name, array in outputs.items():
                 if array.ndim == 0 or array.shape[0] != padded:
                     raise Internal(

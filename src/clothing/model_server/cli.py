@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from clothing import logs, tracing
+from clothing.logs import FORMATS
 from clothing.model_server.config import (
     DEFAULT_MAX_BATCH_ROWS,
     DEFAULT_MAX_CONCURRENT_REST,
@@ -80,7 +81,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--log_level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log verbosity (default INFO)",
+        help="log verbosity; DEBUG adds the access lines of probes and scrapes (default INFO)",
+    )
+    parser.add_argument(
+        "--log_format",
+        default=os.environ.get("MODEL_SERVER_LOG_FORMAT", "text"),
+        choices=FORMATS,
+        help="json: one JSON object per line (time, level, logger, message and an access "
+        "line's fields), as the image logs; text: for a person "
+        "(env MODEL_SERVER_LOG_FORMAT; default text)",
     )
 
 
@@ -384,14 +393,14 @@ def _naming_flag(flag: str, read: Callable[[], T]) -> T:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
+        # A format from the environment is not checked by argparse: here it is.
+        logs.configure(args.log_format, args.log_level)
         config = config_from_args(args, dict(os.environ))
     except ValueError as error:
         print(f"clothing model-server: error: {error}", file=sys.stderr)
         return 2
+    tracing.setup("clothing-model-server")
     from clothing.model_server.backend import BackendError
     from clothing.model_server.server import ModelServer
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from clothing import request_context, tracing
 from clothing.model_server.backend import Signature, TensorSpec
 from clothing.model_server.errors import (
     INTERNAL_MESSAGE,
@@ -206,6 +207,7 @@ class Dataplane:
         finally:
             signature = request.signature_name or DEFAULT_SIGNATURE
             labels = self._labels(model, observed.version, signature, transport)
+            request_context.note(model=labels["model"], model_version=observed.version)
             self.metrics.requests.labels(**labels, code=code).inc()
             if code == "OK":
                 self.metrics.latency.labels(**labels).observe(
@@ -249,11 +251,12 @@ class Dataplane:
             loop = asyncio.get_running_loop()
             started = time.perf_counter()
             try:
-                return await loop.run_in_executor(self._executor, backend.predict, inputs)
+                with tracing.span("run"):
+                    return await loop.run_in_executor(self._executor, backend.predict, inputs)
             finally:
-                self.metrics.runtime_latency.labels(chosen.model, str(chosen.version)).observe(
-                    time.perf_counter() - started
-                )
+                ran = time.perf_counter() - started
+                self.metrics.runtime_latency.labels(chosen.model, str(chosen.version)).observe(ran)
+                request_context.note(run_ms=round(ran * 1000.0, 3))
         except ServingError:
             raise
         except Exception as error:

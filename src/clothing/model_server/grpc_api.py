@@ -3,14 +3,17 @@
 Each method converts the request, calls :class:`~clothing.model_server.core.Dataplane`
 and converts back. Errors are mapped to gRPC status codes in one place, the
 :func:`_grpc_errors` decorator; unknown exceptions become INTERNAL without
-details. Requests in flight are counted by an interceptor, :class:`_CountInFlight`,
-as the REST side counts them in a middleware.
+details. An interceptor, :class:`_ObserveCalls`, counts the requests in flight (as
+the REST side does in a middleware), takes the caller's request id and trace
+context from the ``x-request-id`` and ``traceparent`` metadata, and logs one
+access line per call.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -19,7 +22,8 @@ import numpy as np
 from google.protobuf import any_pb2, json_format, struct_pb2
 from google.protobuf.message import DecodeError
 
-from clothing import tensors
+from clothing import tensors, tracing
+from clothing.logs import log_access
 from clothing.model_server.backend import Signature
 from clothing.model_server.config import DEFAULT_MAX_BATCH_ROWS, ModelConfig
 from clothing.model_server.core import (
@@ -51,8 +55,10 @@ from clothing.proto.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 from clothing.proto.tensorflow_serving.util import status_pb2
+from clothing.request_context import CURRENT, RequestRecord
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("clothing.model_server.access")
 
 Servicer = TypeVar("Servicer")
 Handler = Callable[[Servicer, Any, grpc.aio.ServicerContext], Awaitable[Any]]
@@ -123,8 +129,13 @@ class _DecodeErrorsAsInvalidArgument(_HandlerInterceptor):
         return handler._replace(request_deserializer=tolerant)
 
 
-class _CountInFlight(_HandlerInterceptor):
-    """Counts every RPC in ``model_server_inflight_requests`` while its method runs."""
+# Readiness checks arrive every few seconds per gateway: their lines are debug.
+QUIET_METHODS = frozenset({"GetModelStatus"})
+
+
+class _ObserveCalls(_HandlerInterceptor):
+    """Counts every RPC in ``model_server_inflight_requests`` while its method runs, under
+    the caller's request id, and logs its access line."""
 
     def __init__(self, metrics: ServerMetrics) -> None:
         self._gauge = metrics.inflight.labels(transport="grpc")
@@ -133,12 +144,42 @@ class _CountInFlight(_HandlerInterceptor):
         if handler.unary_unary is None:
             return handler
         run = handler.unary_unary
+        level = logging.DEBUG if method in QUIET_METHODS else logging.INFO
 
-        async def counted(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            with self._gauge.track_inprogress():
-                return await run(request, context)
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            record = RequestRecord.from_headers(context.invocation_metadata() or ())
+            token = CURRENT.set(record)
+            started = time.perf_counter()
+            try:
+                with self._gauge.track_inprogress(), tracing.request_span(f"gRPC {method}", record):
+                    return await run(request, context)
+            finally:
+                CURRENT.reset(token)
+                if access_log.isEnabledFor(level):
+                    _log_call(level, method, context, record, time.perf_counter() - started)
 
-        return handler._replace(unary_unary=counted)
+        return handler._replace(unary_unary=observed)
+
+
+def _log_call(
+    level: int,
+    method: str,
+    context: grpc.aio.ServicerContext,
+    record: RequestRecord,
+    seconds: float,
+) -> None:
+    code = context.code()
+    status = code.name if isinstance(code, grpc.StatusCode) else "OK"
+    fields = {
+        **record.identity(),
+        "transport": "grpc",
+        "route": method,
+        "status": status,
+        "latency_ms": round(seconds * 1000.0, 3),
+        "client": context.peer(),
+        **record.fields,
+    }
+    log_access(access_log, f"gRPC {method} {status}", fields, level)
 
 
 def spec_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
@@ -348,7 +389,7 @@ def build_server(
     ]
     server = grpc.aio.server(
         options=options,
-        interceptors=[_CountInFlight(dataplane.metrics), _DecodeErrorsAsInvalidArgument()],
+        interceptors=[_ObserveCalls(dataplane.metrics), _DecodeErrorsAsInvalidArgument()],
         # Past it grpcio answers RESOURCE_EXHAUSTED without running the handler.
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )

@@ -3,12 +3,18 @@
 Requests and latency carry model, version, signature and transport labels
 (gRPC included), batching exposes its batch sizes and queue depth, and the
 autoscaler reads ``model_server_inflight_requests`` and
-``model_server_queue_depth``.
+``model_server_queue_depth``. The limits those are measured against are
+gauges too, so alerts compare with the running configuration rather than a
+copied number; the process's own metrics come from
+:mod:`clothing.process_metrics`. The dashboard and the alerts in
+``deploy/observability`` read these names.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from clothing.process_metrics import add_process_collectors
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -82,8 +88,34 @@ class ServerMetrics:
             ["model"],
             registry=self.registry,
         )
+        self.inflight_limit = Gauge(
+            "model_server_inflight_limit",
+            "Requests served at once at most, per transport (--max_concurrent_rpcs, "
+            "--rest_max_concurrent_requests); 0: no limit.",
+            ["transport"],
+            registry=self.registry,
+        )
+        self.queue_capacity = Gauge(
+            "model_server_queue_capacity",
+            "Rows the batching queue holds at most (max_enqueued_batches x max_batch_size).",
+            ["model"],
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "model_server_refusals",
+            "Requests refused before a model saw them, by transport and reason.",
+            ["transport", "reason"],
+            registry=self.registry,
+        )
+        self.served_version = Gauge(
+            "model_server_model_version",
+            "The version a request naming no version gets (the newest AVAILABLE); 0: none.",
+            ["model"],
+            registry=self.registry,
+        )
         for transport in ("grpc", "rest"):
             self.inflight.labels(transport=transport).set(0)
+        add_process_collectors(self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -4,15 +4,17 @@ Errors are mapped to HTTP in one place: the :class:`ServingError` exception
 handler. Routes use :class:`_ServingRoute`, which turns any other exception
 into an INTERNAL error (logged, no details to the client) before that handler.
 
-:func:`build_app` assembles named pieces: the error handlers, the in-flight
-limit (:class:`_InFlightLimit`), the probes, the metrics and
-:class:`_ModelRoutes`, whose methods each convert the request, call the core
-and convert its answer.
+:func:`build_app` assembles named pieces: the access log (:class:`_AccessLog`:
+the request id, returned in ``X-Request-ID``, and one line per request), the
+error handlers, the in-flight limit (:class:`_InFlightLimit`), the probes, the
+metrics and :class:`_ModelRoutes`, whose methods each convert the request,
+call the core and convert its answer.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +27,10 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clothing import tracing
+from clothing.logs import log_access
 from clothing.model_server import rest_codec
 from clothing.model_server.backend import Signature
 from clothing.model_server.config import DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_CONCURRENT_REST
@@ -38,8 +43,10 @@ from clothing.model_server.errors import (
     ServingError,
 )
 from clothing.model_server.metrics import ServerMetrics
+from clothing.request_context import CURRENT, REQUEST_ID_HEADER, RequestRecord, note
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("clothing.model_server.access")
 
 RETRY_AFTER = {"Retry-After": "1"}
 # How a /v1/models URL names the version: not at all (the newest), by number or by label.
@@ -94,6 +101,8 @@ class _InFlightLimit:
 
     def __init__(self, metrics: ServerMetrics, limit: int) -> None:
         self._gauge = metrics.inflight.labels(transport="rest")
+        self._refused = metrics.refusals.labels(transport="rest", reason="inflight_limit")
+        metrics.inflight_limit.labels(transport="rest").set(limit)
         self._limit = limit
         self._count = 0
 
@@ -103,6 +112,8 @@ class _InFlightLimit:
         if not request.url.path.startswith("/v1/"):
             return await call_next(request)
         if self._count >= self._limit:
+            self._refused.inc()
+            note(code="inflight_limit")
             return JSONResponse(
                 {"error": f"more than {self._limit} REST requests at once; retry"},
                 status_code=429,
@@ -114,6 +125,54 @@ class _InFlightLimit:
                 return await call_next(request)
         finally:
             self._count -= 1
+
+
+class _AccessLog:
+    """Each request under its id (``X-Request-ID`` when well-formed, else a new one) and
+    trace context, answered with that id, and logged once answered: probes and scrapes
+    (``quiet`` paths) at debug level."""
+
+    def __init__(self, app: ASGIApp, quiet: frozenset[str]) -> None:
+        self.app = app
+        self.quiet = quiet
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        record = RequestRecord.from_asgi(scope["headers"])
+        token = CURRENT.set(record)
+        started = time.perf_counter()
+        header = (REQUEST_ID_HEADER.encode(), record.request_id.encode())
+        answered = [500]
+
+        async def identified(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answered[0] = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), header]}
+            await send(message)
+
+        try:
+            with tracing.request_span(f"HTTP {scope.get('method', '')}", record):
+                await self.app(scope, receive, identified)
+        finally:
+            CURRENT.reset(token)
+            path = str(scope.get("path", ""))
+            level = logging.DEBUG if path in self.quiet else logging.INFO
+            if access_log.isEnabledFor(level):
+                client = scope.get("client")
+                fields = {
+                    **record.identity(),
+                    "transport": "rest",
+                    "method": scope.get("method", ""),
+                    "route": path,
+                    "status": answered[0],
+                    "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
+                    "client": client[0] if client else "",
+                    **record.fields,
+                }
+                message = f"{fields['method']} {path} {answered[0]}"
+                log_access(access_log, message, fields, level)
 
 
 class _Probes:
@@ -293,8 +352,11 @@ def build_app(
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["*"],
         )
-    # Added last, so outermost: a request past the limit is answered before anything runs.
+    # Added after CORS, so outside it: a request past the limit is answered before anything
+    # runs; the access log, added last, is outermost and sees every answer.
     app.middleware("http")(_InFlightLimit(dataplane.metrics, max_concurrent))
+    quiet = frozenset({"/healthz", "/readyz", "/metrics", prometheus_path or "/metrics"})
+    app.add_middleware(_AccessLog, quiet=quiet)
     _add_error_handlers(app)
     _Probes(dataplane, state).add_to(app)
     _Metrics(dataplane.metrics).add_to(app, prometheus_path)

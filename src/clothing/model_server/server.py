@@ -106,8 +106,10 @@ class ModelServer:
     def _count_available(self, model: str) -> None:
         # A model being added is not in the repository until loaded; a removed one is gone.
         found = self.repository.models.get(model)
-        count = len(found.available()) if found is not None else 0
-        self.metrics.available_versions.labels(model=model).set(count)
+        available = found.available() if found is not None else []
+        self.metrics.available_versions.labels(model=model).set(len(available))
+        newest = max((version.version for version in available), default=0)
+        self.metrics.served_version.labels(model=model).set(newest)
 
     async def start(self) -> None:
         """Bind the REST port, load the models, then bind the gRPC port.
@@ -123,6 +125,13 @@ class ModelServer:
         for config in self.config.models:
             self.metrics.queue_depth.labels(model=config.name).set(0)
             self.metrics.available_versions.labels(model=config.name).set(0)
+            self.metrics.served_version.labels(model=config.name).set(0)
+            if self.config.batching is not None:
+                capacity = self.config.batching.max_queued_rows
+                self.metrics.queue_capacity.labels(model=config.name).set(capacity)
+        self.metrics.inflight_limit.labels(transport="grpc").set(
+            self.config.max_concurrent_rpcs or 0
+        )
         app = build_app(
             self.dataplane,
             self.state,
@@ -137,6 +146,9 @@ class ModelServer:
             host=self.config.host,
             port=self.config.rest_api_port,
             log_level="warning",
+            # Logging is set up by the command (clothing.logs); access lines come from
+            # the app's own middleware.
+            log_config=None,
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=max(1, int(self.config.shutdown_grace_seconds)),
