@@ -43,7 +43,15 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def _ports(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in _csv(text))
+    """``80,443`` or ranges: ``80,8000-8099``."""
+    ports: set[int] = set()
+    for part in _csv(text):
+        first, _, last = part.partition("-")
+        try:
+            ports.update(range(int(first), int(last or first) + 1))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a port or a range") from None
+    return tuple(sorted(ports))
 
 
 def _add(
@@ -118,8 +126,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         parser,
         "fetch_ports",
         _ports,
-        "image download: comma list of ports public image hosts are fetched on (allow-listed "
-        "hosts may use any)",
+        "image download: comma list of ports (or ranges, 8000-8099) image hosts are fetched "
+        "on; an --allow-hosts entry that names its own port opens that one too",
     )
     _add(parser, "max_redirects", int, "image download: redirects followed at most")
     _add(parser, "max_image_bytes", int, "largest image accepted, bytes (download or upload)")
@@ -149,8 +157,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         parser,
         "allow_hosts",
         _csv,
-        "comma list of hosts or CIDR networks that may be fetched from although private "
-        "(e.g. images.internal,10.0.0.0/8)",
+        "comma list of hosts or CIDR networks that may be fetched from although private, on "
+        "the --fetch-ports or on the port an entry names (e.g. images.internal,10.0.0.0/8,"
+        "127.0.0.1:8080,[fd00::/8]:8443)",
     )
     _add(parser, "labels", str, "file with one class name per line, overriding the model's")
     _add(parser, "workers", int, "threads decoding and resizing images")

@@ -10,7 +10,9 @@ Each hop (the first request and every redirect, at most ``max_redirects``):
    the original name as SNI so certificate checks still apply to the name: no
    second DNS lookup can swap the address (DNS rebinding);
 4. the body is streamed and cut at ``max_bytes`` (an announced
-   ``Content-Length`` over the cap is refused before reading).
+   ``Content-Length`` over the cap is refused before reading); trailers and
+   chunk framing are capped too (:mod:`.http_get`);
+5. an https URL is never redirected to http.
 
 Connect and read timeouts apply per operation; a total timeout covers the whole
 fetch, so a server trickling one byte a second still ends on time.
@@ -156,9 +158,13 @@ class ImageFetcher:
             if not location:
                 raise ImageHostFailed("redirect without a Location header")
             try:
-                return url.join(location)
+                following = url.join(location)
             except BadRequest:
                 raise ImageHostFailed("the image host redirected to an invalid URL") from None
+            if url.scheme == "https" and following.scheme == "http":
+                # What was asked for over TLS must not arrive in the clear, altered on the way.
+                raise ImageHostFailed("the image host redirected from https to http")
+            return following
         if response.status != 200:
             raise ImageHostFailed(f"image host answered HTTP {response.status}")
         return response.body

@@ -21,8 +21,13 @@ from typing import TypeVar
 
 import httptools
 
-# Status line plus headers; a host that sends more is not an image host.
+# Status line plus headers; a host that sends more is not an image host. Trailer
+# fields after a chunked body count against it too (and are dropped: nothing reads them).
 MAX_HEAD_BYTES = 64 * 1024
+# Bytes on the wire per body byte allowed at most (chunk sizes, extensions, CRLFs):
+# a real server's chunks are kilobytes, not the 1-byte chunks that would make a
+# capped body arrive as six times its size.
+WIRE_BYTES_PER_BODY_BYTE = 2
 _READ_SIZE = 64 * 1024
 
 T = TypeVar("T")
@@ -70,8 +75,12 @@ class _Message:
     headers_done: bool = False
     complete: bool = False
     over_cap: bool = False
+    trailer_bytes: int = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.headers_done:  # a trailer: counted, never kept (it could say anything)
+            self.trailer_bytes += len(name) + len(value) + 4
+            return
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
@@ -153,11 +162,15 @@ class HttpGetter:
     async def _read(self, reader: asyncio.StreamReader, max_bytes: int) -> Response:
         message = _Message(cap=max_bytes)
         parser = httptools.HttpResponseParser(message)
-        head_bytes = 0
+        head_bytes = wire_bytes = 0
+        wire_cap = WIRE_BYTES_PER_BODY_BYTE * max_bytes + 2 * MAX_HEAD_BYTES
         while True:
             chunk = await self._next_chunk(reader, message)
             if not chunk:
                 return self._at_end_of_stream(message, parser)
+            wire_bytes += len(chunk)
+            if wire_bytes > wire_cap:
+                raise HttpGetError("response framing too large", in_body=message.headers_done)
             if not message.headers_done:
                 head_bytes += len(chunk)
             try:
@@ -172,6 +185,8 @@ class HttpGetter:
                     return response
             elif head_bytes > MAX_HEAD_BYTES:
                 raise HttpGetError("response headers too large")
+            if message.trailer_bytes > MAX_HEAD_BYTES:
+                raise HttpGetError("response trailers too large", in_body=True)
 
     async def _next_chunk(self, reader: asyncio.StreamReader, message: _Message) -> bytes:
         try:
