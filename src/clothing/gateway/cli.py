@@ -155,6 +155,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     _add(
         parser,
+        "max_header_bytes",
+        int,
+        "most bytes of one request's line and header fields; more gets 431",
+    )
+    _add(
+        parser,
+        "header_timeout",
+        float,
+        "seconds a request's line and header fields may take to arrive; slower gets 408 "
+        "and the connection closes",
+    )
+    _add(
+        parser,
         "allow_hosts",
         _csv,
         "comma list of hosts or CIDR networks that may be fetched from although private, on "
@@ -183,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
 
     from clothing.gateway.app import create_app
     from clothing.gateway.uvicorn_server import GatewayServer
+    from clothing.http_limits import limited_protocol
 
     try:
         settings = settings_from_args(args)
@@ -197,10 +211,12 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         proxy_headers=True,
         timeout_graceful_shutdown=10,
-        # Idle keep-alive connections close after 5 s; request headers may take at
-        # most 16 KiB (uvicorn's defaults, stated here because the gateway relies on them).
+        # Idle keep-alive connections close after 5 s (uvicorn's default, stated here
+        # because the gateway relies on it).
         timeout_keep_alive=5,
-        h11_max_incomplete_event_size=16 * 1024,
+        # httptools, named rather than picked by uvicorn, with a cap and a deadline on
+        # each request's head (uvicorn's own header cap applies to h11 alone).
+        http=limited_protocol(settings.max_header_bytes, settings.header_timeout),
     )
     if settings.metrics_port:
         from prometheus_client import start_http_server

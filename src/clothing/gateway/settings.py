@@ -18,6 +18,7 @@ from clothing import cgroup
 from clothing.gateway.addresses import AllowList
 from clothing.gateway.fetch import FetchLimits
 from clothing.gateway.imaging import DEFAULT_MAX_PIXELS
+from clothing.http_limits import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES
 from clothing.serving_layout import PREPROCESSINGS, Preprocessing
 
 MB = 1024 * 1024
@@ -64,6 +65,10 @@ class GatewaySettings:
     max_inflight: int = 64
     # Seconds a request's whole body may take to arrive, before a slot is taken.
     body_timeout: float = 10.0
+    # A request's line and header fields: at most this many bytes (431), complete within
+    # this many seconds of its first byte (408).
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
     allow_hosts: tuple[str, ...] = field(default_factory=tuple)
     labels: str | None = None
     # The container's CPUs (its quota), not the node's cores.
@@ -87,6 +92,8 @@ class GatewaySettings:
             "max_batch",
             "max_inflight",
             "body_timeout",
+            "max_header_bytes",
+            "header_timeout",
             "workers",
         )
         for name in positive:
