@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from clothing import __version__
 from clothing.gateway.addresses import AddressPolicy, AllowList, BoundedResolver, Resolver
 from clothing.gateway.api_docs import add_api_docs
+from clothing.gateway.decode_pool import DecodePool
 from clothing.gateway.errors import GatewayError, ValidationFailed
 from clothing.gateway.fetch import ImageFetcher, ImageGetter, new_image_client
 from clothing.gateway.guard import Guard, error_response
@@ -84,6 +85,9 @@ def create_app(
         )
         system_resolver = BoundedResolver(settings.dns_threads, settings.dns_timeout)
         policy = AddressPolicy(AllowList.parse(settings.allow_hosts), resolver or system_resolver)
+        # Each thread hands its image to a worker process of its own and waits.
+        decoders = DecodePool(settings.workers, settings.decode_timeout)
+        app.state.decoders = decoders
         with ThreadPoolExecutor(settings.workers, thread_name_prefix="preprocess") as pool:
             app.state.classifier = Classifier(
                 fetcher=ImageFetcher(client, policy, settings.fetch_limits),
@@ -92,6 +96,7 @@ def create_app(
                 metrics=metrics,
                 max_pixels=settings.max_pixels,
                 max_decode_bytes=settings.decode_budget,
+                decode=decoders.prepare,
                 labels=labels,
                 ready_cache_seconds=settings.ready_cache_seconds,
             )
@@ -100,6 +105,7 @@ def create_app(
             finally:
                 await model.close()
                 system_resolver.close()
+                decoders.close()
 
     app = FastAPI(
         title="Clothing classifier gateway",

@@ -175,7 +175,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "127.0.0.1:8080,[fd00::/8]:8443)",
     )
     _add(parser, "labels", str, "file with one class name per line, overriding the model's")
-    _add(parser, "workers", int, "threads decoding and resizing images")
+    _add(
+        parser,
+        "workers",
+        int,
+        "processes decoding and resizing images (default: the container's CPUs, at most 4)",
+    )
+    _add(
+        parser,
+        "decode_timeout",
+        float,
+        "seconds one image may take to decode and resize; its worker process is then "
+        "stopped and the answer is 413",
+    )
     _add(parser, "ready_cache_seconds", float, "how long a /readyz answer is reused, seconds")
     _add(parser, "cors_origins", _csv, "comma list of origins allowed by CORS (none: no CORS)")
     parser.add_argument(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 
@@ -68,6 +68,16 @@ def _ms_since(start: float) -> float:
     return round((time.perf_counter() - start) * 1000.0, 3)
 
 
+# Bytes, input, max pixels, max decode bytes -> the model-input row (blocking).
+Decode = Callable[[bytes, InputSpec, int, int], np.ndarray]
+
+
+def _prepare_in_pool(
+    data: bytes, spec: InputSpec, max_pixels: int, max_decode_bytes: int
+) -> np.ndarray:
+    return prepare(data, spec, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
+
+
 @dataclass
 class Classifier:
     fetcher: ImageFetcher
@@ -76,6 +86,8 @@ class Classifier:
     metrics: GatewayMetrics
     max_pixels: int
     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
+    # Run in ``pool``; the gateway passes its worker processes' (decode_pool.DecodePool).
+    decode: Decode = _prepare_in_pool
     labels: tuple[str, ...] | None = None
     ready_cache_seconds: float = 1.0
     _info: ModelInfo | None = field(default=None, init=False)
@@ -187,7 +199,7 @@ class Classifier:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         row = await loop.run_in_executor(
-            self.pool, _prepare_in_pool, data, spec, self.max_pixels, self.max_decode_bytes
+            self.pool, self.decode, data, spec, self.max_pixels, self.max_decode_bytes
         )
         elapsed = _ms_since(started)
         self.metrics.observe_stage("preprocess", elapsed)
@@ -230,12 +242,6 @@ def _batch_of(rows: Sequence[_Loaded]) -> np.ndarray:
     if len(rows) == 1:
         return rows[0].row[np.newaxis]
     return np.stack([r.row for r in rows])
-
-
-def _prepare_in_pool(
-    data: bytes, spec: InputSpec, max_pixels: int, max_decode_bytes: int
-) -> np.ndarray:
-    return prepare(data, spec, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
 
 
 def _with_version(info: ModelInfo, version: int) -> ModelInfo:

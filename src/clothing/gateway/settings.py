@@ -16,6 +16,7 @@ from pathlib import Path
 
 from clothing import cgroup
 from clothing.gateway.addresses import AllowList
+from clothing.gateway.decode_pool import DEFAULT_DECODE_TIMEOUT
 from clothing.gateway.fetch import FetchLimits
 from clothing.gateway.imaging import DEFAULT_MAX_PIXELS
 from clothing.http_limits import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES
@@ -61,6 +62,8 @@ class GatewaySettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     # Bytes one decode may hold; 0: a quarter of the memory limit over the workers.
     max_decode_bytes: int = 0
+    # Seconds one image may take to decode before its worker process is stopped (413).
+    decode_timeout: float = DEFAULT_DECODE_TIMEOUT
     max_batch: int = 16
     max_inflight: int = 64
     # Seconds a request's whole body may take to arrive, before a slot is taken.
@@ -92,6 +95,7 @@ class GatewaySettings:
             "max_batch",
             "max_inflight",
             "body_timeout",
+            "decode_timeout",
             "max_header_bytes",
             "header_timeout",
             "workers",
