@@ -151,6 +151,10 @@ def progressive_jpeg(side: int = 6000, mode: str = "RGB") -> bytes:
     return _save(_striped(mode, (side, side), colour, stripe), "JPEG", progressive=True)
 
 
+def progressive_cmyk(side: int = 6000) -> bytes:
+    return progressive_jpeg(side, "CMYK")
+
+
 def repeated_scans(copies: int = 2000, side: int = 2048) -> bytes:
     """A flat progressive JPEG whose last scan (a few bytes: nothing to refine) is
     repeated ``copies`` times: each copy is one more pass over all the coefficients."""

@@ -27,7 +27,7 @@ from clothing.gateway.addresses import (
 )
 from clothing.gateway.errors import AddressRefused, GatewayError, ImageHostFailed
 from clothing.gateway.fetch import FetchLimits, ImageFetcher
-from clothing.gateway.http_get import Response
+from clothing.gateway.http_get import Lease, Response
 
 FETCH_PORTS = frozenset({80, 443})
 
@@ -119,6 +119,7 @@ class _Redirecting:
         target: str,
         tls_name: str | None,
         max_bytes: int,
+        lease: Lease | None = None,
     ) -> Response:
         self.requests.append((tls_name, target))
         if target == "/start":

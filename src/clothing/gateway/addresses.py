@@ -207,6 +207,13 @@ def _getaddrinfo(host: str, port: int) -> list[AddrInfo]:
     return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
 
 
+def lookup_domain(host: str) -> str:
+    """The domain a lookup counts against: the name without its first label when it has
+    three or more (``a.b.example`` -> ``b.example``), else the name itself."""
+    labels = host.lower().rstrip(".").split(".")
+    return ".".join(labels[1:]) if len(labels) >= 3 else ".".join(labels)
+
+
 class BoundedResolver:
     """The system resolver on a few threads of its own, with a deadline per lookup.
 
@@ -214,7 +221,10 @@ class BoundedResolver:
     cannot be stopped: it stays counted until ``getaddrinfo`` returns. When every
     thread is busy a new lookup fails at once rather than queueing behind names
     that resolve slowly, so such names can hold at most ``threads`` threads, never
-    the event loop's default executor that the rest of the process shares.
+    the event loop's default executor that the rest of the process shares. One
+    domain (a name without its first label: every ``*.slow.example`` is one) may
+    hold at most a quarter of the threads, so names under a slow DNS server
+    cannot take them all from everyone else.
     """
 
     def __init__(
@@ -227,17 +237,22 @@ class BoundedResolver:
         self._lookup = lookup
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="resolve")
         self._free = threads
+        self.per_domain = max(1, threads // 4)
+        self._by_domain: dict[str, int] = {}
 
     @property
     def busy(self) -> bool:
         return self._free == 0
 
     async def __call__(self, host: str, port: int) -> list[IPAddress]:
-        if self._free == 0:
+        domain = lookup_domain(host)
+        if self._free == 0 or self._by_domain.get(domain, 0) >= self.per_domain:
             raise ImageHostFailed(f"cannot resolve image host {host!r} now (resolver busy)")
         self._free -= 1
+        self._by_domain[domain] = self._by_domain.get(domain, 0) + 1
         running = asyncio.get_running_loop().run_in_executor(self._pool, self._lookup, host, port)
-        running.add_done_callback(self._release)  # when the thread returns, not before
+        # When the thread returns, not before.
+        running.add_done_callback(lambda finished: self._release(finished, domain))
         try:
             infos = await asyncio.wait_for(asyncio.shield(running), self.timeout)
         except TimeoutError:
@@ -246,8 +261,11 @@ class BoundedResolver:
             raise Unresolvable(f"cannot resolve image host {host!r}: {error}") from None
         return _addresses(host, infos)
 
-    def _release(self, finished: asyncio.Future[list[AddrInfo]]) -> None:
+    def _release(self, finished: asyncio.Future[list[AddrInfo]], domain: str) -> None:
         self._free += 1
+        self._by_domain[domain] -= 1
+        if not self._by_domain[domain]:
+            del self._by_domain[domain]
         if not finished.cancelled():
             finished.exception()  # retrieved, so a late failure is not logged as unhandled
 

@@ -29,6 +29,7 @@ from clothing.gateway.decode_pool import DecodePool
 from clothing.gateway.errors import GatewayError, ValidationFailed
 from clothing.gateway.fetch import ImageFetcher, ImageGetter, new_image_client
 from clothing.gateway.guard import Guard, error_response
+from clothing.gateway.http_get import ByteBudget
 from clothing.gateway.inputs import batch_inputs, describe_errors, single_input
 from clothing.gateway.metrics import GatewayMetrics
 from clothing.gateway.model_client import ModelClient
@@ -90,7 +91,9 @@ def create_app(
         app.state.decoders = decoders
         with ThreadPoolExecutor(settings.workers, thread_name_prefix="preprocess") as pool:
             app.state.classifier = Classifier(
-                fetcher=ImageFetcher(client, policy, settings.fetch_limits),
+                fetcher=ImageFetcher(
+                    client, policy, settings.fetch_limits, ByteBudget(settings.download_budget)
+                ),
                 model=model,
                 pool=pool,
                 metrics=metrics,
@@ -139,6 +142,7 @@ def create_app(
         body_timeout=settings.body_timeout,
         routes=app.router.routes,
         max_inflight=settings.max_inflight,
+        allowed_hosts=settings.allowed_hosts,
     )
     _add_routes(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -129,6 +129,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "image download: comma list of ports (or ranges, 8000-8099) image hosts are fetched "
         "on; an --allow-hosts entry that names its own port opens that one too",
     )
+    _add(
+        parser,
+        "max_host_fetches",
+        int,
+        "image download: most downloads from one image host (one address, an IPv6 /64) at "
+        "once; more get 429",
+    )
     _add(parser, "max_redirects", int, "image download: redirects followed at most")
     _add(parser, "max_image_bytes", int, "largest image accepted, bytes (download or upload)")
     _add(parser, "max_pixels", int, "largest image accepted, pixels (checked before decoding)")
@@ -173,6 +180,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "comma list of hosts or CIDR networks that may be fetched from although private, on "
         "the --fetch-ports or on the port an entry names (e.g. images.internal,10.0.0.0/8,"
         "127.0.0.1:8080,[fd00::/8]:8443)",
+    )
+    _add(
+        parser,
+        "allowed_hosts",
+        _csv,
+        "comma list of the names clients may put in the Host header besides IP addresses "
+        "and dotless names: name, .suffix (any name under it) or * (any; turns the check off); "
+        "others get 400, which stops DNS-rebinding pages",
     )
     _add(parser, "labels", str, "file with one class name per line, overriding the model's")
     _add(
@@ -231,10 +246,10 @@ def run(args: argparse.Namespace) -> int:
         http=limited_protocol(settings.max_header_bytes, settings.header_timeout),
     )
     if settings.metrics_port:
-        from prometheus_client import start_http_server
+        from clothing.gateway.metrics_server import start_metrics_server
 
         try:
-            start_http_server(settings.metrics_port, settings.host, app.state.metrics.registry)
+            start_metrics_server(settings.metrics_port, settings.host, app.state.metrics.registry)
         except OSError as error:
             print(f"clothing gateway: metrics port {settings.metrics_port}: {error}")
             return 1

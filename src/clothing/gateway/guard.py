@@ -12,6 +12,9 @@
   without a trace (logged here).
 - :class:`RequestMetrics`: every answer, refusals included, is counted by route
   template (:class:`RouteNames`) and status.
+- :class:`HostCheck`: a ``Host`` header naming a host the gateway does not serve is
+  refused (400), so a page whose name was re-pointed at a private address (DNS
+  rebinding) cannot drive a gateway published there.
 
 :class:`Guard`, the ASGI middleware, chains them. :func:`error_response` is the one
 place a :class:`GatewayError` becomes an HTTP answer.
@@ -20,6 +23,7 @@ place a :class:`GatewayError` becomes an HTTP answer.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -30,7 +34,7 @@ from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clothing.gateway.errors import BodyTimeout, GatewayError, Overloaded, TooLarge
+from clothing.gateway.errors import BadRequest, BodyTimeout, GatewayError, Overloaded, TooLarge
 from clothing.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("clothing.gateway")
@@ -206,6 +210,45 @@ class RequestMetrics:
         self.metrics.request_seconds.labels(route=route).observe(time.perf_counter() - started)
 
 
+class HostCheck:
+    """The ``Host`` names a request may use: an IP address, a name without a dot (a
+    container or Service name), or one of ``allowed`` (``name``, ``.suffix`` for any
+    name under it, ``*`` for any). Names are what a rebinding page controls: a public
+    name re-pointed at 127.0.0.1 or a cluster address."""
+
+    def __init__(self, allowed: Sequence[str]) -> None:
+        entries = {entry.strip().lower().rstrip(".") for entry in allowed if entry.strip()}
+        self.any = "*" in entries
+        self.names = {entry for entry in entries if not entry.startswith(".")}
+        self.suffixes = tuple(entry for entry in entries if entry.startswith("."))
+
+    def check(self, scope: Scope) -> None:
+        if self.any:
+            return
+        raw = dict(scope["headers"]).get(b"host", b"").decode("latin-1").strip().lower()
+        name = _host_name(raw)
+        if not name or "." not in name or _is_address(name) or name in self.names:
+            return
+        if name.endswith(self.suffixes) and name not in self.suffixes:
+            return
+        raise BadRequest(f"the Host header names {name!r}, which this gateway does not serve")
+
+
+def _host_name(host: str) -> str:
+    """``host[:port]`` or ``[v6]:port`` -> the name or address, without a final dot."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0].rstrip(".") if ":" in host else host.rstrip(".")
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 class Guard:
     """The ASGI middleware around the gateway app: the pieces above, in their order."""
 
@@ -219,8 +262,10 @@ class Guard:
         body_timeout: float,
         routes: Sequence[BaseRoute],
         max_inflight: int,
+        allowed_hosts: Sequence[str] = ("*",),
     ) -> None:
         self.app = app
+        self.hosts = HostCheck(allowed_hosts)
         self.bodies = BodyBudget(body_caps, max_buffered, body_timeout)
         self.predictions = InflightLimit(max_inflight)
         self.metrics = RequestMetrics(metrics, RouteNames(routes))
@@ -232,6 +277,7 @@ class Guard:
         started = time.perf_counter()
         send = with_security_headers(scope, send)
         try:
+            self.hosts.check(scope)
             async with self.bodies.read(scope, receive) as body:
                 if body is None:
                     return  # the client went away: nothing to answer or count

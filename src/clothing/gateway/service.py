@@ -28,6 +28,7 @@ from clothing.gateway.errors import (
     ModelServerError,
 )
 from clothing.gateway.fetch import ImageFetcher
+from clothing.gateway.http_get import Lease
 from clothing.gateway.imaging import DEFAULT_MAX_DECODE_BYTES, InputSpec, prepare
 from clothing.gateway.metrics import GatewayMetrics
 from clothing.gateway.model_client import ModelClient, ModelInfo
@@ -180,6 +181,7 @@ class Classifier:
     async def _load(self, item: ImageInput, spec: InputSpec, max_fetch_bytes: int) -> _Loaded:
         fetch_ms = 0.0
         data = item.data
+        lease = Lease(None)
         if item.url is not None:
             started = time.perf_counter()
             try:
@@ -188,11 +190,14 @@ class Classifier:
                 self.metrics.refused_addresses.inc()
                 raise
             fetch_ms = _ms_since(started)
-            data = fetched.content
+            data, lease = fetched.content, fetched.lease
             self.metrics.fetched_bytes.inc(len(data))
             self.metrics.observe_stage("fetch", fetch_ms)
         assert data is not None
-        row, preprocess_ms = await self._preprocess(data, spec)
+        try:
+            row, preprocess_ms = await self._preprocess(data, spec)
+        finally:
+            lease.release()  # downloaded bytes count in the download budget until decoded
         return _Loaded(data, row, fetch_ms, preprocess_ms)
 
     async def _preprocess(self, data: bytes, spec: InputSpec) -> tuple[np.ndarray, float]:

@@ -31,6 +31,8 @@ _FETCH = FetchLimits()  # one home for the download limits' defaults
 DECODE_MEMORY_SHARE = 4
 # Share of it that request bodies being received may hold, all requests together.
 BODY_MEMORY_SHARE = 8
+# Share of it that downloaded images may hold until decoded, all downloads together.
+DOWNLOAD_MEMORY_SHARE = 8
 # JSON or multipart framing around one base64 image (field names, a data: URL prefix).
 BODY_OVERHEAD = 64 * 1024
 # The limit assumed where the process has none (a laptop, a container without one).
@@ -59,6 +61,7 @@ class GatewaySettings:
     max_image_bytes: int = _FETCH.max_bytes
     max_fetch_bytes: int = _FETCH.max_total_bytes
     fetch_ports: tuple[int, ...] = tuple(sorted(_FETCH.ports))
+    max_host_fetches: int = _FETCH.max_host_fetches
     max_pixels: int = DEFAULT_MAX_PIXELS
     # Bytes one decode may hold; 0: a quarter of the memory limit over the workers.
     max_decode_bytes: int = 0
@@ -73,6 +76,8 @@ class GatewaySettings:
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     allow_hosts: tuple[str, ...] = field(default_factory=tuple)
+    # Host header names served besides IP addresses and dotless names (see guard.HostCheck).
+    allowed_hosts: tuple[str, ...] = ("localhost", ".localhost", ".svc", ".svc.cluster.local")
     labels: str | None = None
     # The container's CPUs (its quota), not the node's cores.
     workers: int = field(default_factory=lambda: min(4, cgroup.available_cpus()))
@@ -91,6 +96,7 @@ class GatewaySettings:
             "dns_timeout",
             "max_image_bytes",
             "max_fetch_bytes",
+            "max_host_fetches",
             "max_pixels",
             "max_batch",
             "max_inflight",
@@ -130,7 +136,14 @@ class GatewaySettings:
             connect_timeout=self.fetch_connect_timeout,
             read_timeout=self.fetch_read_timeout,
             total_timeout=self.fetch_timeout,
+            max_host_fetches=self.max_host_fetches,
         )
+
+    @property
+    def download_budget(self) -> int:
+        """Bytes all downloads may hold together until decoded (past it: 429): an eighth
+        of the memory limit, and at least one image's worth."""
+        return max(self.max_image_bytes, self.memory // DOWNLOAD_MEMORY_SHARE)
 
     @property
     def decode_budget(self) -> int:
