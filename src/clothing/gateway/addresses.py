@@ -209,9 +209,13 @@ def _getaddrinfo(host: str, port: int) -> list[AddrInfo]:
 
 def lookup_domain(host: str) -> str:
     """The domain a lookup counts against: the name without its first label when it has
-    three or more (``a.b.example`` -> ``b.example``), else the name itself."""
-    labels = host.lower().rstrip(".").split(".")
-    return ".".join(labels[1:]) if len(labels) >= 3 else ".".join(labels)
+    three or more (``a.b.example`` -> ``b.example``), else the name itself (and an
+    address is its own)."""
+    name = host.lower().rstrip(".")
+    labels = name.split(".")
+    if len(labels) < 3 or labels[-1].isdigit():  # a numeric address is its own domain
+        return name
+    return ".".join(labels[1:])
 
 
 class BoundedResolver:
@@ -239,20 +243,15 @@ class BoundedResolver:
         self._free = threads
         self.per_domain = max(1, threads // 4)
         self._by_domain: dict[str, int] = {}
+        self._running: dict[tuple[str, int], asyncio.Future[list[AddrInfo]]] = {}
 
     @property
     def busy(self) -> bool:
         return self._free == 0
 
     async def __call__(self, host: str, port: int) -> list[IPAddress]:
-        domain = lookup_domain(host)
-        if self._free == 0 or self._by_domain.get(domain, 0) >= self.per_domain:
-            raise ImageHostFailed(f"cannot resolve image host {host!r} now (resolver busy)")
-        self._free -= 1
-        self._by_domain[domain] = self._by_domain.get(domain, 0) + 1
-        running = asyncio.get_running_loop().run_in_executor(self._pool, self._lookup, host, port)
-        # When the thread returns, not before.
-        running.add_done_callback(lambda finished: self._release(finished, domain))
+        # Lookups of one name at once share a thread (a batch's URLs on one host).
+        running = self._running.get((host, port)) or self._start(host, port)
         try:
             infos = await asyncio.wait_for(asyncio.shield(running), self.timeout)
         except TimeoutError:
@@ -261,8 +260,23 @@ class BoundedResolver:
             raise Unresolvable(f"cannot resolve image host {host!r}: {error}") from None
         return _addresses(host, infos)
 
-    def _release(self, finished: asyncio.Future[list[AddrInfo]], domain: str) -> None:
+    def _start(self, host: str, port: int) -> asyncio.Future[list[AddrInfo]]:
+        domain = lookup_domain(host)
+        if self._free == 0 or self._by_domain.get(domain, 0) >= self.per_domain:
+            raise ImageHostFailed(f"cannot resolve image host {host!r} now (resolver busy)")
+        self._free -= 1
+        self._by_domain[domain] = self._by_domain.get(domain, 0) + 1
+        running = asyncio.get_running_loop().run_in_executor(self._pool, self._lookup, host, port)
+        self._running[(host, port)] = running
+        # When the thread returns, not before.
+        running.add_done_callback(lambda finished: self._release(finished, host, port, domain))
+        return running
+
+    def _release(
+        self, finished: asyncio.Future[list[AddrInfo]], host: str, port: int, domain: str
+    ) -> None:
         self._free += 1
+        del self._running[(host, port)]
         self._by_domain[domain] -= 1
         if not self._by_domain[domain]:
             del self._by_domain[domain]
