@@ -30,6 +30,9 @@ import numpy as np
 from clothing.benchmarks.processes import free_port, stop_process
 from clothing.readiness import poll_until_ok
 
+# fetch_ports for gateways whose image servers listen on random ports.
+EVERY_PORT = tuple(range(1, 65536))
+
 CLASSES = (
     "dress",
     "hat",

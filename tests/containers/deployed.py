@@ -47,9 +47,9 @@ class DeployedContainer:
         return cpus(self.limits["cpu"])
 
 
-def deployed(deployment: str) -> DeployedContainer:
-    """How the base manifests run the container of ``deployment``."""
-    doc = find(rendered("base"), "Deployment", deployment)
+def deployed(deployment: str, kustomization: str = "base") -> DeployedContainer:
+    """How the manifests (the base, or e.g. ``overlays/kind``) run ``deployment``'s container."""
+    doc = find(rendered(kustomization), "Deployment", deployment)
     pod: dict[str, Any] = doc["spec"]["template"]["spec"]
     spec = container(doc)
     pod_security = pod.get("securityContext", {})

@@ -15,6 +15,7 @@ from clothing.benchmarks.processes import free_port, stop_process
 from clothing.gateway.app import create_app
 from clothing.gateway.settings import GatewaySettings
 from tests.fixtures import (
+    EVERY_PORT,
     ModelServerProcess,
     build_test_model,
     cli_command,
@@ -78,6 +79,7 @@ def settings_for(server: ModelServerProcess, **overrides: object) -> GatewaySett
     values: dict[str, object] = {
         "tf_serving_host": server.grpc_address,
         "allow_hosts": ("127.0.0.1",),
+        "fetch_ports": EVERY_PORT,  # the image servers listen on random ports
         "max_image_bytes": 1024 * 1024,
         "fetch_timeout": 2.0,
         "ready_cache_seconds": 0.0,

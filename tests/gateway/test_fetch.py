@@ -57,6 +57,9 @@ def mapped(names: dict[str, str]):
     return resolve
 
 
+ANY_PORT = frozenset(range(1, 65536))
+
+
 def fetcher(
     client: HttpGetter,
     allow: Sequence[str] = (),
@@ -64,7 +67,8 @@ def fetcher(
     **limits: Any,
 ) -> ImageFetcher:
     policy = AddressPolicy(AllowList.parse(allow), mapped(names or {}))
-    defaults = {"max_bytes": 4096, "total_timeout": 5.0}
+    # The test servers listen on random ports: every port is a fetch port here.
+    defaults = {"max_bytes": 4096, "total_timeout": 5.0, "ports": ANY_PORT}
     return ImageFetcher(client, policy, FetchLimits(**{**defaults, **limits}))
 
 

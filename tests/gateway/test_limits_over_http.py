@@ -36,6 +36,7 @@ def capped_gateway(model_server: ModelServerProcess) -> Iterator[GatewayProcess]
         "--max-inflight=2",
         "--ready-cache-seconds=0",
         "--allow-hosts=127.0.0.1",
+        "--fetch-ports=1-65535",
     ) as gateway:
         yield gateway
 

@@ -140,3 +140,49 @@ DECODED_BYTES = {
     "gif_frames": lambda side: side * side,
     "mpo": lambda side: side * side * 4,
 }
+
+
+def progressive_jpeg(side: int = 6000, mode: str = "RGB") -> bytes:
+    """Progressive JPEG (libjpeg's script: 10 scans for colour, 18 for CMYK). Whatever
+    the ``draft`` scale, libjpeg keeps every coefficient at full size until the last
+    scan: 2 bytes a sample."""
+    colour = (30, 120, 200) if mode == "RGB" else (30, 120, 200, 10)
+    stripe = (250, 250, 250) if mode == "RGB" else (250, 250, 250, 0)
+    return _save(_striped(mode, (side, side), colour, stripe), "JPEG", progressive=True)
+
+
+def progressive_cmyk(side: int = 6000) -> bytes:
+    return progressive_jpeg(side, "CMYK")
+
+
+def repeated_scans(copies: int = 2000, side: int = 2048) -> bytes:
+    """A flat progressive JPEG whose last scan (a few bytes: nothing to refine) is
+    repeated ``copies`` times: each copy is one more pass over all the coefficients."""
+    data = _save(Image.new("RGB", (side, side), (30, 120, 200)), "JPEG", progressive=True)
+    last = data.rindex(b"\xff\xda")
+    end = data.rindex(b"\xff\xd9")
+    return data[:end] + data[last:end] * copies + data[end:]
+
+
+def webp_photo(side: int = 4000) -> bytes:
+    """Lossy WebP: libwebp decodes into buffers of its own that are then copied."""
+    return _save(_striped("RGB", (side, side), (30, 120, 200), (250, 250, 250)), "WEBP")
+
+
+def png_text(megabytes: int = 60) -> bytes:
+    """A 48x40 PNG carrying ``megabytes`` of zTXt that inflate from a few hundred KB."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for index in range(megabytes):
+        info.add_text(f"note{index}", "a" * 1024 * 1024, zip=True)
+    return _save(Image.new("RGB", (48, 40), (10, 200, 30)), "PNG", pnginfo=info)
+
+
+DECODED_BYTES.update(
+    {
+        "progressive_jpeg": lambda side: side * side * 4,
+        "progressive_cmyk": lambda side: side * side * 4,
+        "webp_photo": lambda side: side * side * 4,
+    }
+)

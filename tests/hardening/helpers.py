@@ -50,6 +50,30 @@ def peak_rss_kib(pid: int) -> int:
     raise AssertionError("no VmHWM in /proc status")
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (the gateway's decode workers sit under it)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in children:
+            found += process_tree(int(child))
+    return found
+
+
+def tree_rss_kib(pid: int) -> int:
+    return sum(process_stats(each).rss_kib for each in process_tree(pid))
+
+
+def reset_tree_peak_rss(pid: int) -> None:
+    for each in process_tree(pid):
+        reset_peak_rss(each)
+
+
+def tree_peak_rss_kib(pid: int) -> int:
+    """The processes' peaks added up: at least the peak they held together."""
+    return sum(peak_rss_kib(each) for each in process_tree(pid))
+
+
 def images(count: int, *, seed: int = 1, size: int = 32) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
 

@@ -17,7 +17,7 @@ from clothing.gateway.addresses import IPAddress
 from clothing.gateway.app import create_app
 from clothing.gateway.http_get import HttpGetter
 from clothing.gateway.settings import GatewaySettings
-from tests.fixtures import ModelServerProcess, raw_tcp_server, run_gateway
+from tests.fixtures import EVERY_PORT, ModelServerProcess, raw_tcp_server, run_gateway
 
 from .helpers import png_bytes
 from .payloads import image_response, redirect_to
@@ -65,6 +65,7 @@ def _settings(model_server: ModelServerProcess, **overrides: Any) -> GatewaySett
     values: dict[str, Any] = {
         "tf_serving_host": model_server.grpc_address,
         "allow_hosts": ("127.0.0.1",),
+        "fetch_ports": EVERY_PORT,
         "fetch_timeout": 3.0,
         "fetch_connect_timeout": 0.3,
     }

@@ -89,7 +89,7 @@ async def test_a_batchs_urls_share_one_download_budget(
     port, _ = image_host
     settings = GatewaySettings(
         tf_serving_host=model_server.grpc_address,
-        allow_hosts=("127.0.0.1",),
+        allow_hosts=(f"127.0.0.1:{port}",),
         metrics_port=0,
         max_batch=16,
     )

@@ -18,6 +18,7 @@ import pytest
 from clothing.gateway.addresses import AddressPolicy, AllowList
 from clothing.gateway.errors import GatewayError, ImageHostFailed, TooLarge, UpstreamTimeout
 from clothing.gateway.fetch import FetchLimits, ImageFetcher, new_image_client
+from clothing.gateway.urls import parse_image_url
 from tests.fixtures import raw_tcp_server
 
 from .helpers import png_bytes
@@ -105,7 +106,7 @@ async def host() -> AsyncIterator[str]:
 
 
 async def _fetch(url: str) -> tuple[bytes | GatewayError, float]:
-    policy = AddressPolicy(AllowList.parse(["127.0.0.1"]))
+    policy = AddressPolicy(AllowList.parse([f"127.0.0.1:{parse_image_url(url).port}"]))
     fetcher = ImageFetcher(new_image_client(LIMITS), policy, LIMITS)
     started = time.monotonic()
     try:

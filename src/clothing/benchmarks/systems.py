@@ -130,6 +130,7 @@ def gateway(options: ServingOptions, upstream: ModelServerEndpoint) -> Iterator[
         f"--model-name={options.model_name}",
         # The local image server lives on loopback, which the gateway refuses by default.
         f"--allow-hosts={LOOPBACK}",
+        "--fetch-ports=1-65535",  # the image server's port is picked later
         # The other systems have no deadline; a 5 s one would turn queueing into errors.
         "--grpc-deadline=120",
         # The load generator is one client on purpose: no per-client rate limit.

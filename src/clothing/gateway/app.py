@@ -25,9 +25,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from clothing import __version__
 from clothing.gateway.addresses import AddressPolicy, AllowList, BoundedResolver, Resolver
 from clothing.gateway.api_docs import add_api_docs
+from clothing.gateway.decode_pool import DecodePool
 from clothing.gateway.errors import GatewayError, ValidationFailed
 from clothing.gateway.fetch import ImageFetcher, ImageGetter, new_image_client
 from clothing.gateway.guard import Guard, error_body, error_response
+from clothing.gateway.http_get import ByteBudget
 from clothing.gateway.inputs import batch_inputs, describe_errors, single_input
 from clothing.gateway.metrics import GatewayMetrics
 from clothing.gateway.model_client import ModelClient
@@ -85,14 +87,20 @@ def create_app(
         )
         system_resolver = BoundedResolver(settings.dns_threads, settings.dns_timeout)
         policy = AddressPolicy(AllowList.parse(settings.allow_hosts), resolver or system_resolver)
+        # Each thread hands its image to a worker process of its own and waits.
+        decoders = DecodePool(settings.workers, settings.decode_timeout)
+        app.state.decoders = decoders
         with ThreadPoolExecutor(settings.workers, thread_name_prefix="preprocess") as pool:
             app.state.classifier = Classifier(
-                fetcher=ImageFetcher(client, policy, settings.fetch_limits),
+                fetcher=ImageFetcher(
+                    client, policy, settings.fetch_limits, ByteBudget(settings.download_budget)
+                ),
                 model=model,
                 pool=pool,
                 metrics=metrics,
                 max_pixels=settings.max_pixels,
                 max_decode_bytes=settings.decode_budget,
+                decode=decoders.prepare,
                 labels=labels,
                 ready_cache_seconds=settings.ready_cache_seconds,
             )
@@ -101,6 +109,7 @@ def create_app(
             finally:
                 await model.close()
                 system_resolver.close()
+                decoders.close()
 
     app = FastAPI(
         title="Clothing classifier gateway",
@@ -135,6 +144,7 @@ def create_app(
         routes=app.router.routes,
         max_inflight=settings.max_inflight,
         rate_limit=settings.client_buckets(),
+        allowed_hosts=settings.allowed_hosts,
     )
     _add_routes(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -47,7 +47,15 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def _ports(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in _csv(text))
+    """``80,443`` or ranges: ``80,8000-8099``."""
+    ports: set[int] = set()
+    for part in _csv(text):
+        first, _, last = part.partition("-")
+        try:
+            ports.update(range(int(first), int(last or first) + 1))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a port or a range") from None
+    return tuple(sorted(ports))
 
 
 def _add(
@@ -122,8 +130,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         parser,
         "fetch_ports",
         _ports,
-        "image download: comma list of ports public image hosts are fetched on (allow-listed "
-        "hosts may use any)",
+        "image download: comma list of ports (or ranges, 8000-8099) image hosts are fetched "
+        "on; an --allow-hosts entry that names its own port opens that one too",
+    )
+    _add(
+        parser,
+        "max_host_fetches",
+        int,
+        "image download: most downloads from one image host (one address, an IPv6 /64) at "
+        "once; more get 429",
     )
     _add(parser, "max_redirects", int, "image download: redirects followed at most")
     _add(parser, "max_image_bytes", int, "largest image accepted, bytes (download or upload)")
@@ -151,13 +166,47 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     _add(
         parser,
+        "max_header_bytes",
+        int,
+        "most bytes of one request's line and header fields; more gets 431",
+    )
+    _add(
+        parser,
+        "header_timeout",
+        float,
+        "seconds a request's line and header fields may take to arrive; slower gets 408 "
+        "and the connection closes",
+    )
+    _add(
+        parser,
         "allow_hosts",
         _csv,
-        "comma list of hosts or CIDR networks that may be fetched from although private "
-        "(e.g. images.internal,10.0.0.0/8)",
+        "comma list of hosts or CIDR networks that may be fetched from although private, on "
+        "the --fetch-ports or on the port an entry names (e.g. images.internal,10.0.0.0/8,"
+        "127.0.0.1:8080,[fd00::/8]:8443)",
+    )
+    _add(
+        parser,
+        "allowed_hosts",
+        _csv,
+        "comma list of the names clients may put in the Host header besides IP addresses "
+        "and dotless names: name, .suffix (any name under it) or * (any; turns the check off); "
+        "others get 400, which stops DNS-rebinding pages",
     )
     _add(parser, "labels", str, "file with one class name per line, overriding the model's")
-    _add(parser, "workers", int, "threads decoding and resizing images")
+    _add(
+        parser,
+        "workers",
+        int,
+        "processes decoding and resizing images (default: the container's CPUs, at most 4)",
+    )
+    _add(
+        parser,
+        "decode_timeout",
+        float,
+        "seconds one image may take to decode and resize; its worker process is then "
+        "stopped and the answer is 413",
+    )
     _add(parser, "ready_cache_seconds", float, "how long a /readyz answer is reused, seconds")
     _add(parser, "cors_origins", _csv, "comma list of origins allowed by CORS (none: no CORS)")
     _add(
@@ -210,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
     from clothing import logs, tracing
     from clothing.gateway.app import create_app
     from clothing.gateway.uvicorn_server import GatewayServer
+    from clothing.http_limits import limited_protocol
 
     try:
         # A format from the environment is not checked by argparse: here it is.
@@ -234,15 +284,15 @@ def run(args: argparse.Namespace) -> int:
         forwarded_allow_ips=list(settings.forwarded_allow_ips),
         timeout_graceful_shutdown=DRAIN_SECONDS,
         timeout_keep_alive=settings.keep_alive_timeout,
-        # Request headers may take at most 16 KiB (uvicorn's default, stated here
-        # because the gateway relies on it).
-        h11_max_incomplete_event_size=16 * 1024,
+        # httptools, named rather than picked by uvicorn, with a cap and a deadline on
+        # each request's head (uvicorn's own header cap applies to h11 alone).
+        http=limited_protocol(settings.max_header_bytes, settings.header_timeout),
     )
     if settings.metrics_port:
-        from prometheus_client import start_http_server
+        from clothing.gateway.metrics_server import start_metrics_server
 
         try:
-            start_http_server(settings.metrics_port, settings.host, app.state.metrics.registry)
+            start_metrics_server(settings.metrics_port, settings.host, app.state.metrics.registry)
         except OSError as error:
             print(f"clothing gateway: metrics port {settings.metrics_port}: {error}")
             return 1

@@ -17,6 +17,9 @@
   template (:class:`RouteNames`) and status, and logged as one access line
   (:mod:`clothing.logs`) under the request's id (:mod:`clothing.request_context`),
   which every answer carries in ``X-Request-ID``.
+- :class:`HostCheck`: a ``Host`` header naming a host the gateway does not serve is
+  refused (400), so a page whose name was re-pointed at a private address (DNS
+  rebinding) cannot drive a gateway published there.
 
 :class:`Guard`, the ASGI middleware, chains them. :func:`error_response` is the one
 place a :class:`GatewayError` becomes an HTTP answer, and :func:`error_body` the
@@ -26,6 +29,7 @@ one shape of an error's body.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -37,7 +41,14 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clothing import tracing
-from clothing.gateway.errors import BodyTimeout, GatewayError, Overloaded, RateLimited, TooLarge
+from clothing.gateway.errors import (
+    BadRequest,
+    BodyTimeout,
+    GatewayError,
+    Overloaded,
+    RateLimited,
+    TooLarge,
+)
 from clothing.gateway.metrics import GatewayMetrics
 from clothing.gateway.ratelimit import ClientBuckets, client_key, exempt, retry_after_seconds
 from clothing.logs import log_access
@@ -278,6 +289,45 @@ class RequestLog:
         log_access(access_log, f"{fields['method']} {route} {status}", fields, level)
 
 
+class HostCheck:
+    """The ``Host`` names a request may use: an IP address, a name without a dot (a
+    container or Service name), or one of ``allowed`` (``name``, ``.suffix`` for any
+    name under it, ``*`` for any). Names are what a rebinding page controls: a public
+    name re-pointed at 127.0.0.1 or a cluster address."""
+
+    def __init__(self, allowed: Sequence[str]) -> None:
+        entries = {entry.strip().lower().rstrip(".") for entry in allowed if entry.strip()}
+        self.any = "*" in entries
+        self.names = {entry for entry in entries if not entry.startswith(".")}
+        self.suffixes = tuple(entry for entry in entries if entry.startswith("."))
+
+    def check(self, scope: Scope) -> None:
+        if self.any:
+            return
+        raw = dict(scope["headers"]).get(b"host", b"").decode("latin-1").strip().lower()
+        name = _host_name(raw)
+        if not name or "." not in name or _is_address(name) or name in self.names:
+            return
+        if name.endswith(self.suffixes) and name not in self.suffixes:
+            return
+        raise BadRequest(f"the Host header names {name!r}, which this gateway does not serve")
+
+
+def _host_name(host: str) -> str:
+    """``host[:port]`` or ``[v6]:port`` -> the name or address, without a final dot."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0].rstrip(".") if ":" in host else host.rstrip(".")
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 class Guard:
     """The ASGI middleware around the gateway app: the pieces above, in their order."""
 
@@ -292,8 +342,10 @@ class Guard:
         routes: Sequence[BaseRoute],
         max_inflight: int,
         rate_limit: ClientBuckets | None = None,
+        allowed_hosts: Sequence[str] = ("*",),
     ) -> None:
         self.app = app
+        self.hosts = HostCheck(allowed_hosts)
         self.clients = ClientLimit(rate_limit, metrics)
         self.bodies = BodyBudget(body_caps, max_buffered, body_timeout)
         self.predictions = InflightLimit(max_inflight)
@@ -319,6 +371,7 @@ class Guard:
         self, scope: Scope, receive: Receive, send: Send, started: float, request: RequestRecord
     ) -> None:
         try:
+            self.hosts.check(scope)
             self.clients.check(scope)
             async with self.bodies.read(scope, receive) as body:
                 if body is None:

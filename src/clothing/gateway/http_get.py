@@ -21,8 +21,13 @@ from typing import TypeVar
 
 import httptools
 
-# Status line plus headers; a host that sends more is not an image host.
+# Status line plus headers; a host that sends more is not an image host. Trailer
+# fields after a chunked body count against it too (and are dropped: nothing reads them).
 MAX_HEAD_BYTES = 64 * 1024
+# Bytes on the wire per body byte allowed at most (chunk sizes, extensions, CRLFs):
+# a real server's chunks are kilobytes, not the 1-byte chunks that would make a
+# capped body arrive as six times its size.
+WIRE_BYTES_PER_BODY_BYTE = 2
 _READ_SIZE = 64 * 1024
 
 T = TypeVar("T")
@@ -45,6 +50,44 @@ class HttpConnectError(HttpGetError):
     """No connection: refused, unreachable, timed out or a failed TLS handshake."""
 
 
+class ByteBudget:
+    """Bytes downloaded or waiting to be decoded, all downloads of the process together."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+
+class Lease:
+    """What one download holds of a :class:`ByteBudget`, until :meth:`release`."""
+
+    def __init__(self, budget: ByteBudget | None) -> None:
+        self.budget = budget
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        """Count ``size`` more bytes; False (nothing counted) when the budget has no room."""
+        if self.budget is None:
+            return True
+        if self.budget.held + size > self.budget.limit:
+            return False
+        self.budget.held += size
+        self.held += size
+        return True
+
+    def release(self) -> None:
+        if self.budget is not None:
+            self.budget.held -= self.held
+        self.held = 0
+
+
+class BudgetExhausted(HttpGetError):
+    """The process's downloads together hold their budget: this one must wait its turn."""
+
+    def __init__(self) -> None:
+        super().__init__("download budget exhausted", in_body=True)
+
+
 class BodyTooLarge(HttpGetError):
     """The body is over the cap; ``announced`` is the Content-Length when that said so."""
 
@@ -65,13 +108,19 @@ class _Message:
     """httptools callbacks collect the response here."""
 
     cap: int
+    lease: Lease
     headers: dict[str, str] = field(default_factory=dict)
     body: bytearray = field(default_factory=bytearray)
     headers_done: bool = False
     complete: bool = False
     over_cap: bool = False
+    over_budget: bool = False
+    trailer_bytes: int = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.headers_done:  # a trailer: counted, never kept (it could say anything)
+            self.trailer_bytes += len(name) + len(value) + 4
+            return
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
@@ -81,6 +130,8 @@ class _Message:
         # Raising inside a callback would lose the reason; the read loop checks the flag.
         if len(self.body) + len(data) > self.cap:
             self.over_cap = True
+        elif not self.lease.take(len(data)):
+            self.over_budget = True
         else:
             self.body += data
 
@@ -111,10 +162,12 @@ class HttpGetter:
         target: str,
         tls_name: str | None,
         max_bytes: int,
+        lease: Lease | None = None,
     ) -> Response:
         """GET ``target`` from ``address:port``; TLS (with SNI and checks for ``tls_name``) if set.
 
         Only a 200 answer's body is read; for any other status the headers are enough.
+        The body's bytes are counted in ``lease`` as they arrive (the caller releases it).
         """
         reader, writer = await self._connect(address, port, tls_name)
         try:
@@ -124,7 +177,7 @@ class HttpGetter:
             )
             writer.write(request.encode("latin-1"))
             await self._timed(writer.drain())
-            return await self._read(reader, max_bytes)
+            return await self._read(reader, max_bytes, lease or Lease(None))
         finally:
             # Abort, not close: nothing is left to say, and no FIN handshake to wait for.
             writer.transport.abort()
@@ -150,14 +203,18 @@ class HttpGetter:
         except TimeoutError:
             raise HttpGetTimeout("read timed out") from None
 
-    async def _read(self, reader: asyncio.StreamReader, max_bytes: int) -> Response:
-        message = _Message(cap=max_bytes)
+    async def _read(self, reader: asyncio.StreamReader, max_bytes: int, lease: Lease) -> Response:
+        message = _Message(cap=max_bytes, lease=lease)
         parser = httptools.HttpResponseParser(message)
-        head_bytes = 0
+        head_bytes = wire_bytes = 0
+        wire_cap = WIRE_BYTES_PER_BODY_BYTE * max_bytes + 2 * MAX_HEAD_BYTES
         while True:
             chunk = await self._next_chunk(reader, message)
             if not chunk:
                 return self._at_end_of_stream(message, parser)
+            wire_bytes += len(chunk)
+            if wire_bytes > wire_cap:
+                raise HttpGetError("response framing too large", in_body=message.headers_done)
             if not message.headers_done:
                 head_bytes += len(chunk)
             try:
@@ -172,6 +229,8 @@ class HttpGetter:
                     return response
             elif head_bytes > MAX_HEAD_BYTES:
                 raise HttpGetError("response headers too large")
+            if message.trailer_bytes > MAX_HEAD_BYTES:
+                raise HttpGetError("response trailers too large", in_body=True)
 
     async def _next_chunk(self, reader: asyncio.StreamReader, message: _Message) -> bytes:
         try:
@@ -193,6 +252,8 @@ class HttpGetter:
             raise BodyTooLarge(int(announced))
         if message.over_cap:
             raise BodyTooLarge(None)
+        if message.over_budget:
+            raise BudgetExhausted
         if message.complete:
             return Response(status, message.headers, bytes(message.body))
         return None

@@ -13,7 +13,16 @@ white, conversion to RGB) works on the small image, never on full-size copies.
 The result is resized with a plain bilinear resize to the model's width and
 height (how the model was trained).
 
-Everything here is CPU-bound and synchronous: callers run it in a worker pool.
+The count is of what decoding really holds, measured per format (docs/reliability.md):
+a progressive JPEG keeps every DCT coefficient at full size whatever the ``draft``
+scale (2 bytes a sample: 3 bytes a pixel for 4:2:0 colour, 8 for CMYK), and
+libwebp decodes into buffers of its own (16 bytes a pixel in all). Work is
+bounded too: a JPEG with more scans than real encoders write is refused before
+decoding (each scan is one more pass over the coefficients), and PNG text chunks,
+which nothing here reads, may inflate to little (Pillow's default is 64 MiB).
+
+Everything here is CPU-bound and synchronous: callers run it in worker processes
+(:mod:`.decode_pool`), which a deadline can stop.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from clothing import tracing
 from clothing.gateway.errors import NotAnImage, TooLarge
@@ -49,8 +58,26 @@ _DECODE_BYTES_PER_PIXEL = {
     "I;16L": 6,
 }
 _REDUCIBLE_AS = {"1": "L", "I;16": "I", "I;16B": "I", "I;16L": "I"}
-# Formats whose decoder fills a buffer of its own that is then copied into the image.
-_COPYING_DECODERS = {"WEBP": 2}
+# Formats whose decoder fills buffers of its own that are then copied into the image:
+# libwebp's animation decoder keeps its canvas and output beside Pillow's copy
+# (measured: a 4000x4000 WebP peaked at +244 MB, 16 bytes a pixel).
+_COPYING_DECODERS = {"WEBP": 4}
+
+# Scans a JPEG may have. Cameras and most software write baseline JPEGs (1 scan, or
+# one per component); libjpeg's progressive script writes 10 for colour, 6 for grey
+# and 18 for CMYK, mozjpeg's optimised scripts about a dozen. Every scan is one more
+# pass over the whole image's coefficients, so a file repeating a tiny scan
+# thousands of times costs seconds per copy of the image; 32 leaves room for any
+# real encoder.
+MAX_JPEG_SCANS = 32
+# A DCT coefficient: 16 bits.
+_COEFFICIENT_BYTES = 2
+
+# PNG text chunks (tEXt, zTXt, iTXt) and ICC profiles inflate while the header is
+# read, before any pixel budget applies; nothing here reads them, so they may take
+# little (Pillow's defaults: 1 MiB a chunk, 64 MiB an image).
+PngImagePlugin.MAX_TEXT_CHUNK = 256 * 1024
+PngImagePlugin.MAX_TEXT_MEMORY = 1024 * 1024
 
 MIB = 1024 * 1024
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -99,7 +126,13 @@ def decode_rgb(
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError:
         raise TooLarge(f"the image declares more than {max_pixels} pixels") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+    except ValueError as error:
+        if "MAX_TEXT" in str(error):  # Pillow names the limit it applied
+            raise TooLarge(
+                f"the PNG's text chunks inflate to more than {PngImagePlugin.MAX_TEXT_MEMORY} bytes"
+            ) from None
+        raise NotAnImage("the bytes are not a JPEG, PNG, WebP or GIF image") from None
+    except (UnidentifiedImageError, OSError, SyntaxError):
         raise NotAnImage("the bytes are not a JPEG, PNG, WebP or GIF image") from None
     width, height = image.size
     if width <= 0 or height <= 0:
@@ -109,9 +142,12 @@ def decode_rgb(
     # Requested square so the size stays large enough after an EXIF rotation.
     side = max(target)
     try:
+        coefficients = 0
         if image.format in ("JPEG", "MPO"):
+            _check_scans(data)
+            coefficients = coefficient_bytes(image)
             image.draft("RGB", (side, side))  # the header's size becomes the reduced one
-        _check_decode_bytes(image, max_decode_bytes)
+        _check_decode_bytes(image, max_decode_bytes, coefficients)
         image.load()
         orientation = image.getexif().get(ExifTags.Base.Orientation)
         small = _reduced(image, side)
@@ -135,8 +171,52 @@ def decode_bytes(image: Image.Image) -> int:
     return width * height * per_pixel * _COPYING_DECODERS.get(str(image.format), 1)
 
 
-def _check_decode_bytes(image: Image.Image, limit: int) -> None:
-    needed = decode_bytes(image)
+def coefficient_bytes(image: Image.Image) -> int:
+    """What a progressive JPEG's full-size coefficient buffers hold (0 for a baseline
+    one, which libjpeg decodes a row of blocks at a time); ``image`` as opened, before
+    any ``draft``."""
+    if not (image.info.get("progressive") or image.info.get("progression")):
+        return 0
+    layers = getattr(image, "layer", None) or [("", 1, 1, 0)] * len(image.getbands())
+    most_h = max(h for _, h, _, _ in layers)
+    most_v = max(v for _, _, v, _ in layers)
+    samples = sum(h * v for _, h, v, _ in layers) / (most_h * most_v)  # per pixel
+    width, height = image.size
+    return int(width * height * samples) * _COEFFICIENT_BYTES
+
+
+def jpeg_scans(data: bytes) -> int:
+    """The scans (SOS markers) of the first image in a JPEG stream, counted without
+    decoding: header segments are skipped by their lengths (an EXIF thumbnail's scans
+    are not counted), then markers are counted up to the end of the image (an MPO's
+    later images are not either). Entropy-coded data never holds a marker: a 0xFF
+    byte there is followed by 0x00 (stuffing) or a restart marker."""
+    position = 2
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xDA:  # the first scan
+            end = data.find(b"\xff\xd9", position)
+            return data.count(b"\xff\xda", position, end if end >= 0 else len(data))
+        if marker == 0xFF:  # fill byte
+            position += 1
+        elif 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
+            position += 2
+        else:
+            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return 0
+
+
+def _check_scans(data: bytes) -> None:
+    scans = jpeg_scans(data)
+    if scans > MAX_JPEG_SCANS:
+        raise TooLarge(
+            f"the JPEG has {scans} scans, the limit is {MAX_JPEG_SCANS} "
+            "(encoders write at most about 20)"
+        )
+
+
+def _check_decode_bytes(image: Image.Image, limit: int, coefficients: int = 0) -> None:
+    needed = decode_bytes(image) + coefficients
     if needed > limit:
         width, height = image.size
         raise TooLarge(

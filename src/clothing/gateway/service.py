@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 
@@ -29,6 +29,7 @@ from clothing.gateway.errors import (
     ModelServerError,
 )
 from clothing.gateway.fetch import ImageFetcher
+from clothing.gateway.http_get import Lease
 from clothing.gateway.imaging import DEFAULT_MAX_DECODE_BYTES, InputSpec, prepare
 from clothing.gateway.metrics import GatewayMetrics
 from clothing.gateway.model_client import ModelClient, ModelInfo
@@ -69,6 +70,16 @@ def _ms_since(start: float) -> float:
     return round((time.perf_counter() - start) * 1000.0, 3)
 
 
+# Bytes, input, max pixels, max decode bytes -> the model-input row (blocking).
+Decode = Callable[[bytes, InputSpec, int, int], np.ndarray]
+
+
+def _prepare_in_pool(
+    data: bytes, spec: InputSpec, max_pixels: int, max_decode_bytes: int
+) -> np.ndarray:
+    return prepare(data, spec, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
+
+
 @dataclass
 class Classifier:
     fetcher: ImageFetcher
@@ -77,6 +88,8 @@ class Classifier:
     metrics: GatewayMetrics
     max_pixels: int
     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
+    # Run in ``pool``; the gateway passes its worker processes' (decode_pool.DecodePool).
+    decode: Decode = _prepare_in_pool
     labels: tuple[str, ...] | None = None
     ready_cache_seconds: float = 1.0
     _info: ModelInfo | None = field(default=None, init=False)
@@ -170,6 +183,7 @@ class Classifier:
     async def _load(self, item: ImageInput, spec: InputSpec, max_fetch_bytes: int) -> _Loaded:
         fetch_ms = 0.0
         data = item.data
+        lease = Lease(None)
         if item.url is not None:
             started = time.perf_counter()
             try:
@@ -183,7 +197,7 @@ class Classifier:
                 self.metrics.image_failures.labels(stage="fetch", kind=error.code).inc()
                 raise
             fetch_ms = _ms_since(started)
-            data = fetched.content
+            data, lease = fetched.content, fetched.lease
             self.metrics.fetched_bytes.inc(len(data))
             self.metrics.observe_stage("fetch", fetch_ms)
         assert data is not None
@@ -192,12 +206,14 @@ class Classifier:
         except GatewayError as error:
             self.metrics.image_failures.labels(stage="decode", kind=error.code).inc()
             raise
+        finally:
+            lease.release()  # downloaded bytes count in the download budget until decoded
         return _Loaded(data, row, fetch_ms, preprocess_ms)
 
     async def _preprocess(self, data: bytes, spec: InputSpec) -> tuple[np.ndarray, float]:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        prepare_here = tracing.carry_context(_prepare_in_pool)  # its spans nest in this one
+        prepare_here = tracing.carry_context(self.decode)  # its spans nest in this one
         row = await loop.run_in_executor(
             self.pool, prepare_here, data, spec, self.max_pixels, self.max_decode_bytes
         )
@@ -268,12 +284,6 @@ def _batch_of(rows: Sequence[_Loaded]) -> np.ndarray:
     if len(rows) == 1:
         return rows[0].row[np.newaxis]
     return np.stack([r.row for r in rows])
-
-
-def _prepare_in_pool(
-    data: bytes, spec: InputSpec, max_pixels: int, max_decode_bytes: int
-) -> np.ndarray:
-    return prepare(data, spec, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
 
 
 def _with_version(info: ModelInfo, version: int) -> ModelInfo:

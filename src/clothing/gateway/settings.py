@@ -17,9 +17,11 @@ from pathlib import Path
 
 from clothing import cgroup
 from clothing.gateway.addresses import AllowList
+from clothing.gateway.decode_pool import DEFAULT_DECODE_TIMEOUT
 from clothing.gateway.fetch import FetchLimits
 from clothing.gateway.imaging import DEFAULT_MAX_PIXELS
 from clothing.gateway.ratelimit import ClientBuckets
+from clothing.http_limits import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES
 from clothing.serving_layout import PREPROCESSINGS, Preprocessing
 
 MB = 1024 * 1024
@@ -31,6 +33,8 @@ _FETCH = FetchLimits()  # one home for the download limits' defaults
 DECODE_MEMORY_SHARE = 4
 # Share of it that request bodies being received may hold, all requests together.
 BODY_MEMORY_SHARE = 8
+# Share of it that downloaded images may hold until decoded, all downloads together.
+DOWNLOAD_MEMORY_SHARE = 8
 # JSON or multipart framing around one base64 image (field names, a data: URL prefix).
 BODY_OVERHEAD = 64 * 1024
 # The limit assumed where the process has none (a laptop, a container without one).
@@ -59,14 +63,23 @@ class GatewaySettings:
     max_image_bytes: int = _FETCH.max_bytes
     max_fetch_bytes: int = _FETCH.max_total_bytes
     fetch_ports: tuple[int, ...] = tuple(sorted(_FETCH.ports))
+    max_host_fetches: int = _FETCH.max_host_fetches
     max_pixels: int = DEFAULT_MAX_PIXELS
     # Bytes one decode may hold; 0: a quarter of the memory limit over the workers.
     max_decode_bytes: int = 0
+    # Seconds one image may take to decode before its worker process is stopped (413).
+    decode_timeout: float = DEFAULT_DECODE_TIMEOUT
     max_batch: int = 16
     max_inflight: int = 64
     # Seconds a request's whole body may take to arrive, before a slot is taken.
     body_timeout: float = 10.0
+    # A request's line and header fields: at most this many bytes (431), complete within
+    # this many seconds of its first byte (408).
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
     allow_hosts: tuple[str, ...] = field(default_factory=tuple)
+    # Host header names served besides IP addresses and dotless names (see guard.HostCheck).
+    allowed_hosts: tuple[str, ...] = ("localhost", ".localhost", ".svc", ".svc.cluster.local")
     labels: str | None = None
     # The container's CPUs (its quota), not the node's cores.
     workers: int = field(default_factory=lambda: min(4, cgroup.available_cpus()))
@@ -97,10 +110,14 @@ class GatewaySettings:
             "dns_timeout",
             "max_image_bytes",
             "max_fetch_bytes",
+            "max_host_fetches",
             "max_pixels",
             "max_batch",
             "max_inflight",
             "body_timeout",
+            "decode_timeout",
+            "max_header_bytes",
+            "header_timeout",
             "workers",
             "keep_alive_timeout",
             "rate_burst",
@@ -138,11 +155,18 @@ class GatewaySettings:
             connect_timeout=self.fetch_connect_timeout,
             read_timeout=self.fetch_read_timeout,
             total_timeout=self.fetch_timeout,
+            max_host_fetches=self.max_host_fetches,
         )
 
     def client_buckets(self) -> ClientBuckets | None:
         """The per-client rate limit's buckets, or None where it is off."""
         return ClientBuckets(self.rate_limit, self.rate_burst) if self.rate_limit else None
+
+    @property
+    def download_budget(self) -> int:
+        """Bytes all downloads may hold together until decoded (past it: 429): an eighth
+        of the memory limit, and at least one image's worth."""
+        return max(self.max_image_bytes, self.memory // DOWNLOAD_MEMORY_SHARE)
 
     @property
     def decode_budget(self) -> int:

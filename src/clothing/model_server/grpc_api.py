@@ -27,6 +27,7 @@ from clothing.logs import log_access
 from clothing.model_server.backend import Signature
 from clothing.model_server.config import DEFAULT_MAX_BATCH_ROWS, ModelConfig
 from clothing.model_server.core import (
+    METADATA_FIELDS,
     Dataplane,
     MetadataResult,
     PredictResult,
@@ -38,6 +39,7 @@ from clothing.model_server.errors import (
     INTERNAL_MESSAGE,
     InvalidArgument,
     PermissionDenied,
+    ResourceExhausted,
     ServingError,
     Unavailable,
 )
@@ -59,6 +61,9 @@ from clothing.request_context import CURRENT, RequestRecord
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("clothing.model_server.access")
+
+# A GetModelMetadata may name each supported field; a few repeats are tolerated.
+MAX_METADATA_FIELDS = 16
 
 Servicer = TypeVar("Servicer")
 Handler = Callable[[Servicer, Any, grpc.aio.ServicerContext], Awaitable[Any]]
@@ -220,49 +225,102 @@ def declared_bytes(proto: Any) -> int:
     return count * tensors.numpy_dtype(proto.dtype).itemsize
 
 
+def check_declared(
+    request: predict_pb2.PredictRequest, *, max_request_bytes: int | None, max_rows: int
+) -> int:
+    """The bytes the request's inputs declare, all together; refused over the limits.
+
+    Read from the declared shapes alone, before anything is decoded or expanded,
+    so a small message naming many large inputs costs nothing.
+    """
+    total = 0
+    for name, proto in request.inputs.items():
+        try:
+            if proto.tensor_shape.dim:
+                check_rows(name, int(proto.tensor_shape.dim[0].size), max_rows)
+            total += declared_bytes(proto)
+        except tensors.TensorError as error:
+            raise InvalidArgument(f"input {name}: {error}") from None
+        if max_request_bytes is not None and total > max_request_bytes:
+            raise InvalidArgument(
+                f"the inputs need {total} bytes up to input {name} (shape "
+                f"{[int(d.size) for d in proto.tensor_shape.dim]}), over the "
+                f"{max_request_bytes}-byte limit of one request"
+            )
+    return total
+
+
 def decode_inputs(
-    request: predict_pb2.PredictRequest, *, max_tensor_bytes: int | None, max_rows: int
+    request: predict_pb2.PredictRequest, signature: Signature
 ) -> dict[str, np.ndarray]:
-    """The request's tensors as arrays; sizes are checked on the declared shapes first."""
+    """The request's tensors as arrays, once every name is one the signature has."""
+    unknown = sorted(set(request.inputs) - {spec.name for spec in signature.inputs})
+    if unknown:
+        shown = ", ".join(unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+        raise InvalidArgument(
+            f"unknown input(s) {shown}; expected signature: {signature.describe()}"
+        )
     inputs: dict[str, np.ndarray] = {}
     for name, proto in request.inputs.items():
         try:
-            # Both on the declared shape: the one-value shorthand is not expanded yet.
-            if proto.tensor_shape.dim:
-                check_rows(name, int(proto.tensor_shape.dim[0].size), max_rows)
-            size = declared_bytes(proto)
-            if max_tensor_bytes is not None and size > max_tensor_bytes:
-                raise InvalidArgument(
-                    f"input {name}: shape {[int(d.size) for d in proto.tensor_shape.dim]} "
-                    f"needs {size} bytes, over the {max_tensor_bytes}-byte limit"
-                )
             inputs[name] = tensors.to_numpy(proto)
         except tensors.TensorError as error:
             raise InvalidArgument(f"input {name}: {error}") from None
     return inputs
 
 
+class AdmittedBytes:
+    """Bytes the Predicts being served declared, all together: one past ``limit`` is
+    refused (RESOURCE_EXHAUSTED) instead of decoded, so concurrent requests cannot add
+    up to more than the process may hold."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> None:
+        if self.limit is not None and self.held + size > self.limit:
+            raise ResourceExhausted(
+                f"the Predicts in progress hold {self.held} bytes of inputs; "
+                f"{size} more would pass the {self.limit}-byte limit; retry"
+            )
+        self.held += size
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+
 class _GrpcPredict:
     """A PredictRequest as :meth:`Dataplane.predict` decodes it."""
 
     def __init__(
-        self, request: predict_pb2.PredictRequest, *, max_tensor_bytes: int | None, max_rows: int
+        self,
+        request: predict_pb2.PredictRequest,
+        *,
+        max_request_bytes: int | None,
+        max_rows: int,
+        admitted: AdmittedBytes,
     ) -> None:
         self._request = request
-        self._max_tensor_bytes = max_tensor_bytes
+        self._max_request_bytes = max_request_bytes
         self._max_rows = max_rows
+        self._admitted = admitted
+        self.held = 0  # what this request took from ``admitted``; given back by the servicer
         self.signature_name = request.model_spec.signature_name
 
     async def receive(self) -> PredictTarget:
+        declared = check_declared(
+            self._request, max_request_bytes=self._max_request_bytes, max_rows=self._max_rows
+        )
+        self._admitted.take(declared)
+        self.held = declared
         version, label = spec_choice(self._request.model_spec)
         return PredictTarget(version, label, tuple(self._request.output_filter))
 
     async def decode(self, signature: Signature) -> dict[str, np.ndarray]:
         # Tensor protos carry their own dtype and shape; the core checks them against
-        # the signature once decoded.
-        return decode_inputs(
-            self._request, max_tensor_bytes=self._max_tensor_bytes, max_rows=self._max_rows
-        )
+        # the signature once decoded (their sizes were checked on arrival).
+        return decode_inputs(self._request, signature)
 
 
 def predict_response(
@@ -303,21 +361,29 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response_tensor_content: bool = False,
         max_tensor_bytes: int | None = None,
         max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+        max_admitted_bytes: int | None = None,
     ) -> None:
         self.dataplane = dataplane
         self.response_tensor_content = response_tensor_content
-        self.max_tensor_bytes = max_tensor_bytes
+        self.max_tensor_bytes = max_tensor_bytes  # one request's inputs, all together
         self.max_batch_rows = max_batch_rows
+        self.admitted = AdmittedBytes(max_admitted_bytes)
 
     @_grpc_errors
     async def Predict(
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
     ) -> predict_pb2.PredictResponse:
         call = _GrpcPredict(
-            request, max_tensor_bytes=self.max_tensor_bytes, max_rows=self.max_batch_rows
+            request,
+            max_request_bytes=self.max_tensor_bytes,
+            max_rows=self.max_batch_rows,
+            admitted=self.admitted,
         )
-        result = await self.dataplane.predict(request.model_spec.name, call, transport="grpc")
-        return predict_response(result, use_tensor_content=self.response_tensor_content)
+        try:
+            result = await self.dataplane.predict(request.model_spec.name, call, transport="grpc")
+            return predict_response(result, use_tensor_content=self.response_tensor_content)
+        finally:
+            self.admitted.give_back(call.held)
 
     @_grpc_errors
     async def GetModelMetadata(
@@ -325,9 +391,15 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         request: get_model_metadata_pb2.GetModelMetadataRequest,
         context: grpc.aio.ServicerContext,
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        if len(request.metadata_field) > MAX_METADATA_FIELDS:
+            raise InvalidArgument(
+                f"{len(request.metadata_field)} metadata fields asked for; at most "
+                f"{MAX_METADATA_FIELDS} (the supported ones are {', '.join(METADATA_FIELDS)})"
+            )
         version, label = spec_choice(request.model_spec)
+        fields = list(dict.fromkeys(request.metadata_field))  # each packed once
         result = self.dataplane.metadata(
-            request.model_spec.name, list(request.metadata_field), version=version, label=label
+            request.model_spec.name, fields, version=version, label=label
         )
         return metadata_response(result)
 
@@ -377,6 +449,7 @@ def build_server(
     max_message_bytes: int,
     max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
     max_concurrent_rpcs: int | None = None,
+    max_admitted_bytes: int | None = None,
     channel_arguments: tuple[tuple[str, int | str], ...] = (),
     reload: Reload | None = None,
 ) -> grpc.aio.Server:
@@ -397,9 +470,10 @@ def build_server(
         PredictionServicer(
             dataplane,
             response_tensor_content=response_tensor_content,
-            # A decoded input may be as large as a message may be, not larger.
+            # A request's decoded inputs may be as large as a message may be, not larger.
             max_tensor_bytes=max_message_bytes,
             max_batch_rows=max_batch_rows,
+            max_admitted_bytes=max_admitted_bytes,
         ),
         server,
     )

@@ -6,7 +6,8 @@ versions on disk to serve; the newest available one answers requests that name
 no version. A poll loop (``--file_system_poll_wait_seconds``) loads new
 versions off the event loop before unloading the ones they replace, so serving
 never stops; a removed version is unloaded once its in-flight requests finish.
-A version that fails to load is reported (log, status with its error, a
+A version that fails to load is reported (the reason in the log; status and
+readiness say only that it failed, never a path or a runtime's message; a
 metric) and the versions already loaded keep serving; it is retried when its
 files change. :meth:`Repository.reconfigure` swaps in a new list of models
 (a re-read ``--model_config_file``) the same way.
@@ -233,10 +234,11 @@ class Repository:
             version.signature = backend.signature()
             version.info = await asyncio.to_thread(read_declared, path)
         except Exception as error:
-            version.state, version.error = END, f"failed to load version {number}: {error}"
-            log.error(
-                "model %s: %s", model.name, version.error
-            )  # the message is enough; no traceback
+            # Callers (status, /readyz) get no path or runtime message; the log has both.
+            version.state, version.error = END, f"failed to load version {number}; see the log"
+            log.error(  # the message is enough; no traceback
+                "model %s: failed to load version %d from %s: %s", model.name, number, path, error
+            )
             self._on_load(model.name, False)
             with contextlib.suppress(Exception):
                 backend.unload()

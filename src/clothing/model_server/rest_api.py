@@ -13,6 +13,7 @@ call the core and convert its answer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("clothing.model_server.access")
 
 RETRY_AFTER = {"Retry-After": "1"}
+# Seconds a Predict's whole body may take to arrive.
+DEFAULT_REST_BODY_TIMEOUT = 10.0
 # How a /v1/models URL names the version: not at all (the newest), by number or by label.
 VERSION_CHOICES = ("", "/versions/{version}", "/labels/{label}")
 
@@ -241,7 +244,19 @@ class _ModelPath:
         return _version(self.version), self.label
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, seconds: float) -> bytes:
+    """The whole body within ``seconds`` (408 after: a client trickling its body must
+    not hold a request slot) and ``limit`` bytes (413)."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await _read_capped(request, limit)
+    except TimeoutError:
+        raise InvalidArgument(
+            f"the request body did not arrive within {seconds:g} s", http_status=408
+        ) from None
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     too_large = ResourceExhausted(f"request body over the {limit}-byte limit", http_status=413)
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -260,18 +275,25 @@ class _RestPredict:
     version is held, then parsed within what that version's signature can take."""
 
     def __init__(
-        self, request: Request, path: _ModelPath, *, max_body_bytes: int, max_rows: int
+        self,
+        request: Request,
+        path: _ModelPath,
+        *,
+        max_body_bytes: int,
+        max_rows: int,
+        body_timeout: float,
     ) -> None:
         self._request = request
         self._path = path
         self._max_body_bytes = max_body_bytes
         self._max_rows = max_rows
+        self._body_timeout = body_timeout
         self._body = b""
         self.signature_name = ""
         self.columnar = False
 
     async def receive(self) -> PredictTarget:
-        self._body = await _read_body(self._request, self._max_body_bytes)
+        self._body = await _read_body(self._request, self._max_body_bytes, self._body_timeout)
         version, label = self._path.choice()
         return PredictTarget(version, label)
 
@@ -288,10 +310,18 @@ class _ModelRoutes:
     """TF Serving's /v1/models routes for status, metadata and predict, each with the
     three ways to name a version."""
 
-    def __init__(self, dataplane: Dataplane, *, max_message_bytes: int, max_batch_rows: int):
+    def __init__(
+        self,
+        dataplane: Dataplane,
+        *,
+        max_message_bytes: int,
+        max_batch_rows: int,
+        body_timeout: float,
+    ):
         self._dataplane = dataplane
         self._max_message_bytes = max_message_bytes
         self._max_batch_rows = max_batch_rows
+        self._body_timeout = body_timeout
 
     async def status(self, request: Request) -> dict[str, Any]:
         path = _ModelPath.of(request)
@@ -310,7 +340,11 @@ class _ModelRoutes:
     async def predict(self, request: Request) -> Response:
         path = _ModelPath.of(request)
         call = _RestPredict(
-            request, path, max_body_bytes=self._max_message_bytes, max_rows=self._max_batch_rows
+            request,
+            path,
+            max_body_bytes=self._max_message_bytes,
+            max_rows=self._max_batch_rows,
+            body_timeout=self._body_timeout,
         )
         result = await self._dataplane.predict(path.name, call, transport="rest")
         body = await run_in_threadpool(
@@ -335,6 +369,7 @@ def build_app(
     max_message_bytes: int,
     max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
     max_concurrent: int = DEFAULT_MAX_CONCURRENT_REST,
+    body_timeout: float = DEFAULT_REST_BODY_TIMEOUT,
     cors_origins: tuple[str, ...] = (),
     prometheus_path: str | None = None,
 ) -> FastAPI:
@@ -361,6 +396,9 @@ def build_app(
     _Probes(dataplane, state).add_to(app)
     _Metrics(dataplane.metrics).add_to(app, prometheus_path)
     _ModelRoutes(
-        dataplane, max_message_bytes=max_message_bytes, max_batch_rows=max_batch_rows
+        dataplane,
+        max_message_bytes=max_message_bytes,
+        max_batch_rows=max_batch_rows,
+        body_timeout=body_timeout,
     ).add_to(app)
     return app

@@ -20,7 +20,8 @@ from pathlib import Path
 import grpc
 import uvicorn
 
-from clothing.cgroup import available_cpus
+from clothing.cgroup import available_cpus, memory_limit
+from clothing.http_limits import limited_protocol
 from clothing.model_server.backend import Backend, OnnxBackend, resolve_providers
 from clothing.model_server.batching import Batcher
 from clothing.model_server.config import ModelConfig, ServerConfig
@@ -33,6 +34,16 @@ from clothing.model_server.rest_api import ServerState, build_app
 from clothing.model_server.tf_serving_config import read_model_config_file
 
 log = logging.getLogger(__name__)
+
+# Share of the process's memory limit that the inputs of the Predicts being served may
+# declare, all together (the rest: the model, ONNX Runtime's buffers, batches and
+# outputs); at least one message's worth. Without a limit, 4 GiB is assumed.
+INPUT_MEMORY_SHARE = 4
+MEMORY_WITHOUT_LIMIT = 4 * 1024**3
+
+
+def admitted_input_bytes(max_message_bytes: int) -> int:
+    return max(max_message_bytes, (memory_limit() or MEMORY_WITHOUT_LIMIT) // INPUT_MEMORY_SHARE)
 
 
 class _UvicornServer(uvicorn.Server):
@@ -152,6 +163,8 @@ class ModelServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=max(1, int(self.config.shutdown_grace_seconds)),
+            # A cap (431) and a deadline (408) on each request's head: see http_limits.
+            http=limited_protocol(),
         )
         self._rest = _UvicornServer(rest_config)
         self._rest_task = asyncio.create_task(self._rest.serve())
@@ -189,6 +202,7 @@ class ModelServer:
             max_message_bytes=self.config.max_message_bytes,
             max_batch_rows=self.config.max_batch_rows,
             max_concurrent_rpcs=self.config.max_concurrent_rpcs,
+            max_admitted_bytes=admitted_input_bytes(self.config.max_message_bytes),
             channel_arguments=self.config.grpc_channel_arguments,
             reload=self.reload_from_rpc if self.config.allow_config_reload_rpc else None,
         )
