@@ -23,6 +23,7 @@ import contextvars
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
@@ -110,6 +111,27 @@ def current_traceparent() -> str | None:
     carrier: dict[str, str] = {}
     TraceContextTextMapPropagator().inject(carrier)
     return carrier.get("traceparent")
+
+
+# (name, start, end) of a stage, wall-clock nanoseconds: what another process measured.
+StageTimes = list[tuple[str, int, int]]
+
+
+@contextlib.contextmanager
+def stage(name: str, times: StageTimes | None) -> Iterator[None]:
+    """:func:`span` for the block, and its wall-clock times appended to ``times`` if given,
+    for a process without the tracer (a decode worker) to hand back to one with it."""
+    started = time.time_ns()
+    with span(name):
+        yield
+    if times is not None:
+        times.append((name, started, time.time_ns()))
+
+
+def record_spans(times: StageTimes) -> None:
+    """The stages another process measured, as finished children of the current span."""
+    for name, start_ns, end_ns in times:
+        record_span(name, start_ns, end_ns)
 
 
 def record_span(name: str, start_ns: int, end_ns: int) -> None:

@@ -338,7 +338,8 @@ def test_remote_manifests_and_charts_are_pinned_exactly() -> None:
         ]
         assert re.search(r"/v\d+\.\d+\.\d+/", resource), resource
     text = DOCS.read_text()
-    installs = re.findall(r"helm (?:install|upgrade --install) [^\n]*(?:\\\n[^\n]*)*", text)
+    # A command goes on over lines that end in a backslash.
+    installs = re.findall(r"helm (?:install|upgrade --install) (?:[^\n\\]|\\\n)*", text)
     assert installs
     for command in installs:
         assert re.search(r"--version \d+\.\d+\.\d+\b", command), command

@@ -87,15 +87,19 @@ def test_a_pod_monitor_scrapes_each_tier_where_it_serves_metrics(
 
 
 def test_the_adapter_reads_a_series_the_pod_monitors_scrape(docs: list[Document]) -> None:
+    from clothing.gateway.metrics import GatewayMetrics
     from clothing.model_server.metrics import ServerMetrics
 
-    exported = {family.name for family in ServerMetrics().registry.collect()}
+    exported = {
+        "model-server": {family.name for family in ServerMetrics().registry.collect()},
+        "gateway": {family.name for family in GatewayMetrics().registry.collect()},
+    }
     values = yaml.safe_load(ADAPTER_VALUES.read_text())
     for rule in values["rules"]["custom"]:
         metric = rule["seriesQuery"].split("{", 1)[0]
-        # A model server series, so the model-server PodMonitor scrapes it.
-        assert metric in exported
-        assert find(docs, "PodMonitor", "model-server")
+        # One tier's series, which that tier's PodMonitor scrapes.
+        (tier,) = [tier for tier, names in exported.items() if metric in names]
+        assert find(docs, "PodMonitor", tier)
         # The operator labels every scraped series with its namespace and pod.
         assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
 

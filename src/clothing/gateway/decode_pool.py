@@ -31,6 +31,7 @@ from multiprocessing.process import BaseProcess
 
 import numpy as np
 
+from clothing import tracing
 from clothing.gateway.errors import GatewayError, TooLarge
 from clothing.gateway.imaging import InputSpec, prepare
 
@@ -63,9 +64,14 @@ def _serve(connection: Connection) -> None:
             data = connection.recv_bytes()
         except (EOFError, OSError):  # the gateway is gone
             return
+        stage_times: tracing.StageTimes = []
         try:
             row = prepare(
-                data, job.spec, max_pixels=job.max_pixels, max_decode_bytes=job.max_decode_bytes
+                data,
+                job.spec,
+                max_pixels=job.max_pixels,
+                max_decode_bytes=job.max_decode_bytes,
+                stage_times=stage_times,
             )
         except GatewayError as error:
             connection.send(error)
@@ -74,7 +80,7 @@ def _serve(connection: Connection) -> None:
             connection.send(GatewayError(f"decoding failed: {type(error).__name__}"))
             continue
         # The row's own buffer, not a pickle of it: one copy less on each side.
-        connection.send((row.shape, row.dtype.str))
+        connection.send((row.shape, row.dtype.str, stage_times))
         connection.send_bytes(np.ascontiguousarray(row).data.cast("B"))
 
 
@@ -122,8 +128,9 @@ class DecodePool:
                 )
             answer = worker.connection.recv()
             if not isinstance(answer, GatewayError):
-                shape, dtype = answer
+                shape, dtype, stage_times = answer
                 pixels = worker.connection.recv_bytes()
+                tracing.record_spans(stage_times)  # the worker's decode and resize
         except (EOFError, OSError):
             worker = self._replace(worker, "died")
             raise DecodeFailed("the image could not be decoded within the memory limit") from None

@@ -284,14 +284,16 @@ def prepare(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    stage_times: tracing.StageTimes | None = None,
 ) -> np.ndarray:
-    """Bytes in, one model input row out (``[H, W, 3]`` of ``spec.dtype``)."""
-    with tracing.span("decode"):
+    """Bytes in, one model input row out (``[H, W, 3]`` of ``spec.dtype``); the decode and
+    resize stages' times go to ``stage_times`` when given (see ``tracing.stage``)."""
+    with tracing.stage("decode", stage_times):
         image = decode_rgb(
             data,
             target=(spec.width, spec.height),
             max_pixels=max_pixels,
             max_decode_bytes=max_decode_bytes,
         )
-    with tracing.span("resize"):
+    with tracing.stage("resize", stage_times):
         return to_model_row(image, spec)
