@@ -8,6 +8,7 @@ generic message; the details go to the log only.
     ServingError
     ├── InvalidArgument     bad input: signature, names, dtypes, shapes, tensors, JSON
     ├── NotFound            unknown model, version or label
+    ├── PermissionDenied    config reload turned off, a model outside the allowed roots
     ├── ResourceExhausted   batching queue full, message over the size limit
     ├── Unavailable         model not loaded yet, server draining
     └── Internal            the runtime failed
