@@ -36,6 +36,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from clothing.processes import poll_until_ok
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = {
     "model-server": ROOT / "deploy" / "docker" / "model-server.Dockerfile",
@@ -116,15 +118,12 @@ def _size_mb(text: str) -> float:
 
 
 def wait_ready(url: str, timeout: float = 120) -> float:
+    """Seconds until ``url`` answered 200."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return time.monotonic() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.02)
-    raise TimeoutError(f"{url} not ready within {timeout} s")
+    failure = poll_until_ok(url, None, timeout=timeout, interval=0.02)
+    if failure is not None:
+        raise TimeoutError(f"{url}: {failure}")
+    return time.monotonic() - started
 
 
 def published(container: str, port: int) -> str:

@@ -22,7 +22,6 @@ import base64
 import io
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from clothing.benchmarks.processes import free_port, stop_process
+from clothing.processes import free_port, start_logged, stop_process, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL = ROOT / "models" / "clothing-model"
@@ -87,20 +86,6 @@ def read_stats(pid: int, seconds: float) -> Sample:
             values[key] = int(value.split()[0])
     fds = len(os.listdir(f"/proc/{pid}/fd"))
     return Sample(round(seconds, 2), values["VmRSS"], fds, values["Threads"])
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout}s")
 
 
 def model_base_path(requested: str | None, scratch: Path) -> Path:
@@ -207,41 +192,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         python = [sys.executable, "-m", "clothing.cli"]
         server_log = Path(scratch) / "model-server.log"
         gateway_log = Path(scratch) / "gateway.log"
-        with server_log.open("wb") as log:
-            server = subprocess.Popen(
-                [
-                    *python,
-                    "model-server",
-                    "--host=127.0.0.1",
-                    f"--port={grpc_port}",
-                    f"--rest_api_port={rest_port}",
-                    "--model_name=clothing-model",
-                    f"--model_base_path={base}",
-                    *args.server_arg,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        with gateway_log.open("wb") as log:
-            gateway = subprocess.Popen(
-                [
-                    *python,
-                    "gateway",
-                    "--host=127.0.0.1",
-                    f"--port={gateway_port}",
-                    "--metrics-port=0",
-                    f"--tf-serving-host=127.0.0.1:{grpc_port}",
-                    "--log-level=warning",
-                    # All the load comes from one client: no per-client rate limit.
-                    "--rate-limit=0",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        server = start_logged(
+            [
+                *python,
+                "model-server",
+                "--host=127.0.0.1",
+                f"--port={grpc_port}",
+                f"--rest_api_port={rest_port}",
+                "--model_name=clothing-model",
+                f"--model_base_path={base}",
+                *args.server_arg,
+            ],
+            server_log,
+        )
+        gateway = start_logged(
+            [
+                *python,
+                "gateway",
+                "--host=127.0.0.1",
+                f"--port={gateway_port}",
+                "--metrics-port=0",
+                f"--tf-serving-host=127.0.0.1:{grpc_port}",
+                "--log-level=warning",
+                # All the load comes from one client: no per-client rate limit.
+                "--rate-limit=0",
+            ],
+            gateway_log,
+        )
         reports = [ProcessReport("model-server", server.pid), ProcessReport("gateway", gateway.pid)]
         try:
-            wait_ready(f"http://127.0.0.1:{rest_port}/readyz", server)
-            wait_ready(f"http://127.0.0.1:{gateway_port}/readyz", gateway)
+            wait_ready(f"http://127.0.0.1:{rest_port}/readyz", server, 60.0)
+            wait_ready(f"http://127.0.0.1:{gateway_port}/readyz", gateway, 60.0)
             started = time.monotonic()
             load = asyncio.run(drive(f"http://127.0.0.1:{gateway_port}", reports, args))
             elapsed = time.monotonic() - started

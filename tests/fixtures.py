@@ -5,9 +5,9 @@
 ``onnx.helper``: it normalises inside, mean-pools the pixels and applies a
 seeded linear layer and a softmax, so different images give different answers.
 
-``run_model_server`` starts ``clothing model-server`` as a subprocess on free
-loopback ports, waits for ``/readyz`` and, on exit, sends SIGTERM and checks
-that the process exits 0.
+``run_model_server`` and ``run_gateway`` start ``clothing model-server`` and
+``clothing gateway`` as subprocesses on free loopback ports, wait for ``/readyz``
+and, on exit, send SIGTERM and check that the process exits 0.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from clothing.benchmarks.processes import free_port, stop_process
-from clothing.readiness import poll_until_ok
+from clothing.processes import free_port, start_logged, stop_process, wait_ready
 
 # fetch_ports for gateways whose image servers listen on random ports.
 EVERY_PORT = tuple(range(1, 65536))
@@ -204,15 +203,36 @@ class ModelServerProcess:
         return stop_process(self.process, timeout)
 
 
-class NotReady(RuntimeError):
-    """A started server never answered 200: it exited, or it ran out of time."""
+class ExitCodeError(AssertionError):
+    """A stopped server exited with another code than the test expected."""
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    """Poll ``url`` until it answers 200; fail early if the process died."""
-    failure = poll_until_ok(url, process, timeout=timeout)
-    if failure is not None:
-        raise NotReady(f"{url}: {failure}")
+@contextlib.contextmanager
+def _logged_child(
+    name: str,
+    command: Sequence[str],
+    *,
+    env: dict[str, str] | None,
+    expect_exit_code: int | None,
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """Start ``command`` with its output in a log file; SIGTERM it at exit.
+
+    A failure inside prints the child's log. At a clean exit the child's exit code
+    must equal ``expect_exit_code`` (``None`` skips the check).
+    """
+    with tempfile.TemporaryDirectory(prefix=f"{name}-log-") as log_dir:
+        log_path = Path(log_dir) / f"{name}.log"
+        process = start_logged(command, log_path, env=env)
+        try:
+            yield process, log_path
+        except BaseException:
+            stop_process(process)
+            sys.stderr.write(log_path.read_text(errors="replace"))
+            raise
+        code = stop_process(process)
+        if expect_exit_code is not None and code != expect_exit_code:
+            log = log_path.read_text(errors="replace")
+            raise ExitCodeError(f"{name} exited {code}, not {expect_exit_code}, log:\n{log}")
 
 
 @contextlib.contextmanager
@@ -237,26 +257,12 @@ def run_model_server(
     if model_base_path is not None:
         command += [f"--model_name={model_name}", f"--model_base_path={model_base_path}"]
     command += extra_args
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    with tempfile.TemporaryDirectory(prefix="model-server-log-") as log_dir:
-        log_path = Path(log_dir) / "server.log"
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, env=full_env
-            )
+    child = _logged_child("model-server", command, env=env, expect_exit_code=expect_exit_code)
+    with child as (process, log_path):
         server = ModelServerProcess(process, grpc_port, rest_port, log_path)
-        try:
-            if wait_for_ready:
-                wait_ready(f"{server.rest_url}/readyz", process, ready_timeout)
-            yield server
-        except BaseException:
-            server.stop()
-            sys.stderr.write(server.log())
-            raise
-        code = server.stop()
-        if expect_exit_code is not None and code != expect_exit_code:
-            raise AssertionError(f"model server exited {code}, log:\n{server.log()}")
+        if wait_for_ready:
+            wait_ready(f"{server.rest_url}/readyz", process, ready_timeout)
+        yield server
 
 
 def json_body(response: httpx.Response) -> Any:
@@ -316,9 +322,17 @@ class GatewayProcess:
 
 @contextlib.contextmanager
 def run_gateway(
-    tf_serving_host: str, *extra: str, wait_for_ready: bool = True
+    tf_serving_host: str,
+    *extra: str,
+    wait_for_ready: bool = True,
+    expect_exit_code: int | None = 0,
 ) -> Iterator[GatewayProcess]:
-    """``clothing gateway`` as a subprocess on a free loopback port; SIGTERM at exit."""
+    """``clothing gateway`` as a subprocess on a free loopback port; SIGTERM at exit.
+
+    Without ``wait_for_ready`` only ``/healthz`` must answer (no model server
+    behind it). At exit the exit code must equal ``expect_exit_code`` (``None``
+    skips the check).
+    """
     port = free_port()
     command = cli_command(
         "gateway",
@@ -329,19 +343,8 @@ def run_gateway(
         "--log-level=warning",
         *extra,
     )
-    with tempfile.TemporaryDirectory(prefix="gateway-log-") as log_dir:
-        log_path = Path(log_dir) / "gateway.log"
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    child = _logged_child("gateway", command, env=None, expect_exit_code=expect_exit_code)
+    with child as (process, log_path):
         gateway = GatewayProcess(process, port, log_path)
-        try:
-            if wait_for_ready:
-                wait_ready(f"{gateway.url}/readyz", process, 60.0)
-            else:
-                wait_ready(f"{gateway.url}/healthz", process, 60.0)
-            yield gateway
-        except BaseException:
-            sys.stderr.write(gateway.log())
-            raise
-        finally:
-            stop_process(process)
+        wait_ready(f"{gateway.url}/{'readyz' if wait_for_ready else 'healthz'}", process, 60.0)
+        yield gateway

@@ -17,10 +17,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from clothing.readiness import poll_until_ok
+from clothing.processes import poll_until_ok, stop_process
 from clothing.serving_layout import (
     CPU_PRECISION,
     PRECISION_BASE_PATHS,
@@ -116,14 +117,15 @@ def _children(args: argparse.Namespace) -> list[tuple[str, list[str], str]]:
 def _stop(processes: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
     # The gateway goes first so it stops taking requests before its backend leaves.
     for name, process in reversed(processes):
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                print(f"{name} did not stop in {GRACE_SECONDS:g} s; killing it", flush=True)
-                process.kill()
-                process.wait()
+        stop_process(process, GRACE_SECONDS, kill=_announced_kill(name, process))
+
+
+def _announced_kill(name: str, process: subprocess.Popen[bytes]) -> Callable[[], None]:
+    def kill() -> None:
+        print(f"{name} did not stop in {GRACE_SECONDS:g} s; killing it", flush=True)
+        process.kill()
+
+    return kill
 
 
 def run(args: argparse.Namespace) -> int:

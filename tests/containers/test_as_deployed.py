@@ -32,6 +32,7 @@ from clothing import cgroup
 from clothing.cli import build_parser
 from clothing.gateway.cli import settings_from_args
 from clothing.gateway.imaging import decode_bytes
+from clothing.processes import poll_until_ok
 from tests.bundled import bundled_side
 from tests.hardening import bombs
 from tests.hardening.helpers import images, png_bytes, predict_request, prediction_stub
@@ -77,16 +78,9 @@ def start(
 
 
 def wait_ready(running: Running, url: str) -> None:
-    def ready() -> bool:
-        try:
-            return httpx.get(url, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        engine.wait_for(ready, 120, f"{running.spec.name} ready")
-    except TimeoutError:
-        pytest.fail(f"{running.spec.name} not ready:\n{engine.logs(running.id)}")
+    failure = poll_until_ok(url, None, timeout=120)
+    if failure is not None:
+        pytest.fail(f"{running.spec.name} {failure}:\n{engine.logs(running.id)}")
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,8 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from clothing.benchmarks.processes import free_port, stop_process
-from tests.fixtures import build_test_model, model_server_command, run_gateway, wait_ready
+from clothing.processes import free_port, stop_process, wait_ready
+from tests.fixtures import build_test_model, model_server_command, run_gateway
 
 pytestmark = pytest.mark.slow
 

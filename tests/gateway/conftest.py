@@ -11,16 +11,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clothing.benchmarks.processes import free_port, stop_process
 from clothing.gateway.app import create_app
 from clothing.gateway.settings import GatewaySettings
+from clothing.processes import free_port, start_logged, stop_process, wait_ready
 from tests.fixtures import (
     EVERY_PORT,
     ModelServerProcess,
     build_test_model,
     cli_command,
     run_model_server,
-    wait_ready,
 )
 
 from . import helpers
@@ -121,8 +120,7 @@ def run_up(model_base_path: Path, log_dir: Path, *extra: str) -> Iterator[UpProc
         *extra,
     )
     log_path = log_dir / f"up-{gateway_port}.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    process = start_logged(command, log_path)
     up = UpProcess(
         process, f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{rest_port}", log_path
     )

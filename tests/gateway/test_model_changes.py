@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from clothing.benchmarks.processes import free_port
 from clothing.gateway.imaging import InputSpec, prepare
+from clothing.processes import free_port
 from tests.fixtures import CLASSES, build_test_model, reference_probabilities, run_model_server
 
 from . import helpers

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from clothing.benchmarks.processes import free_port
 from clothing.gateway.addresses import IPAddress
 from clothing.gateway.app import create_app
 from clothing.gateway.http_get import HttpGetter
 from clothing.gateway.settings import GatewaySettings
+from clothing.processes import free_port
 from tests.fixtures import EVERY_PORT, ModelServerProcess, raw_tcp_server, run_gateway
 
 from .helpers import png_bytes

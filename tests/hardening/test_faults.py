@@ -16,13 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from clothing.benchmarks.processes import free_port
+from clothing.processes import free_port, wait_ready
 from tests.fixtures import (
     build_test_model,
     model_server_command,
     run_gateway,
     run_model_server,
-    wait_ready,
 )
 
 from .helpers import MODEL, wait_until

@@ -10,9 +10,9 @@ from collections import Counter
 import httpx
 import pytest
 
-from clothing.benchmarks.processes import free_port
 from clothing.gateway.app import create_app
 from clothing.gateway.settings import GatewaySettings
+from clothing.processes import free_port
 from tests.fixtures import build_test_model, run_model_server
 
 from .helpers import MODEL, percentile, png_bytes

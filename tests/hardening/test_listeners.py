@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from clothing.benchmarks.processes import free_port
+from clothing.processes import free_port
 from tests.fixtures import GatewayProcess, ModelServerProcess, run_gateway
 
 METRICS_TIMEOUT = 5.0  # clothing.gateway.metrics_server.DEFAULT_TIMEOUT

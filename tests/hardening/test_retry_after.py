@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from clothing.benchmarks.processes import free_port
-from tests.fixtures import run_gateway, run_model_server, wait_ready
+from clothing.processes import free_port, wait_ready
+from tests.fixtures import run_gateway, run_model_server
 
 from .helpers import MODEL
 

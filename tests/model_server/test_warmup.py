@@ -18,11 +18,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from clothing.benchmarks.processes import free_port
 from clothing.model_server import cli
 from clothing.model_server.backend import OnnxBackend
 from clothing.model_server.config import BatchingConfig, ModelConfig, RuntimeConfig, ServerConfig
 from clothing.model_server.server import ModelServer
+from clothing.processes import free_port
 from clothing.proto.tensorflow_serving.apis import (
     get_model_status_pb2,
     model_service_pb2_grpc,

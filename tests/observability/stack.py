@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -16,14 +15,13 @@ from typing import Any
 import httpx
 import yaml
 
-from clothing.benchmarks.processes import free_port, stop_process
+from clothing.processes import free_port, start_logged, stop_process, wait_ready
 from tests.fixtures import (
     GatewayProcess,
     ModelServerProcess,
     build_test_model,
     run_gateway,
     run_model_server,
-    wait_ready,
 )
 from tests.observability.shipped import ALERTS, PROMETHEUS_CONFIG, prometheus
 
@@ -123,18 +121,16 @@ def run_prometheus(stack: Stack) -> Iterator[Prometheus]:
         (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = free_port()
         log_path = directory / "prometheus.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={directory / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={directory / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        process = start_logged(
+            [
+                binary,
+                f"--config.file={directory / 'prometheus.yml'}",
+                f"--storage.tsdb.path={directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            log_path,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(f"{url}/-/ready", process, 60.0)

@@ -15,8 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clothing.benchmarks.processes import free_port, stop_process
-from tests.fixtures import wait_ready
+from clothing.processes import free_port, stop_process, wait_ready
 
 from . import venvs
 

@@ -15,7 +15,7 @@ import sys
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from clothing.benchmarks.processes import LOOPBACK
+from clothing.processes import LOOPBACK
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

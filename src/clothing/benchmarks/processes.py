@@ -1,11 +1,15 @@
-"""Start the measured systems as loopback subprocesses and always stop them again."""
+"""The measured systems as services: a child process with its log, paused between
+cells, stopped whole (its process group) at the end.
+
+The plain steps (a free port, the start, the readiness poll, SIGTERM then kill) are
+:mod:`clothing.processes`, which the tests and ``clothing up`` use as well.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,31 +18,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clothing.readiness import poll_until_ok
-
-LOOPBACK = "127.0.0.1"
+from clothing.processes import poll_until_ok, start_logged, stop_process
 
 
 class ServiceError(RuntimeError):
     """A service did not start, or died while it was being measured."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
-    """SIGTERM a child if it still runs, wait, kill after ``timeout``; its exit code."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return int(process.returncode)
 
 
 @dataclass
@@ -76,13 +60,7 @@ class Service:
         """
         # A paused process would hold SIGTERM pending until it is resumed.
         self.resume()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._signal_group(signal.SIGKILL)
-                self.process.wait()
+        stop_process(self.process, timeout, kill=lambda: self._signal_group(signal.SIGKILL))
         if self._signal_group(signal.SIGTERM):
             deadline = time.monotonic() + 5.0
             while time.monotonic() < deadline and self._signal_group(0):
@@ -124,20 +102,9 @@ def run_service(
     ready_timeout: float = 120.0,
 ) -> Iterator[Service]:
     """Start ``command``, wait for ``ready_url``, yield, then SIGTERM (and kill if stuck)."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as log_dir:
         log_path = Path(log_dir) / "service.log"
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                list(command),
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=full_env,
-                cwd=cwd,
-                start_new_session=True,
-            )
+        process = start_logged(command, log_path, env=env, cwd=cwd, new_session=True)
         service = Service(name, process, log_path)
         try:
             wait_http_ready(service, ready_url, ready_timeout)

@@ -14,13 +14,8 @@ from pathlib import Path
 
 from clothing.benchmarks.devices import DEVICE_PROVIDERS
 from clothing.benchmarks.photo_ceiling import NAME as PHOTO_CEILING
-from clothing.benchmarks.processes import (
-    LOOPBACK,
-    Service,
-    free_port,
-    python_command,
-    run_service,
-)
+from clothing.benchmarks.processes import Service, python_command, run_service
+from clothing.processes import LOOPBACK, free_port
 from clothing.serving_layout import SHIPPED_MODEL_SERVER_FLAGS
 
 LEVEL1_SYSTEMS = ("model-server", "model-server+batching")

@@ -1,4 +1,4 @@
-"""The shared readiness poll against a real HTTP server and real child processes."""
+"""The shared process helpers against a real HTTP server and real child processes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from clothing.benchmarks.processes import free_port
-from clothing.readiness import poll_until_ok
+from clothing.processes import free_port, poll_until_ok
 
 
 class _Flaky(http.server.BaseHTTPRequestHandler):
