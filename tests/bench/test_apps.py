@@ -1,20 +1,17 @@
 """The baseline app, in process, on a real ONNX model."""
 
 import base64
-import io
 
 import httpx
 import pytest
-from PIL import Image
 
 from bench.baseline_app import create_app
 from tests.fixtures import CLASSES, build_test_model
+from tests.images import b64, jpeg
 
 
 def _jpeg_b64() -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (120, 90), (10, 200, 30)).save(buffer, format="JPEG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return b64(jpeg((10, 200, 30), (120, 90), quality=75))
 
 
 async def test_baseline_classifies_and_rejects_bad_input(tmp_path):

@@ -1,5 +1,4 @@
 import base64
-import io
 import json
 
 import numpy as np
@@ -10,12 +9,11 @@ from clothing.benchmarks.photos import make_photo_sets
 from clothing.benchmarks.plain import BadImageError, image_bytes_from_body, plain_decode
 from clothing.serving_layout import LayoutError, read_metadata
 from tests.fixtures import CLASSES, build_test_model
+from tests.images import jpeg
 
 
 def _jpeg(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (200, 10, 30)).save(buffer, format="JPEG")
-    return buffer.getvalue()
+    return jpeg((200, 10, 30), (width, height), quality=75)
 
 
 def test_model_info_reads_newest_version(tmp_path):

@@ -1,21 +1,15 @@
 """The in-process photo-in ceiling decodes real JPEGs and runs a real ONNX model."""
 
-import io
-
 import numpy as np
-from PIL import Image
 
 from clothing.benchmarks.photo_ceiling import PhotoCeiling, decode_row
 from clothing.serving_layout import read_metadata
 from tests.fixtures import build_test_model
+from tests.images import noise_jpeg
 
 
 def _jpeg(width: int, height: int) -> bytes:
-    rng = np.random.default_rng(width)
-    pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
+    return noise_jpeg(width, (width, height))
 
 
 def test_a_large_photo_is_decoded_at_a_reduced_scale_and_resized() -> None:

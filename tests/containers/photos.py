@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import io
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
-from PIL import Image
 
 from clothing.gateway.imaging import InputSpec, prepare
 from tests.bundled import bundled_metadata, cpu_default
 from tests.environment import dataset_path, dataset_present
+from tests.images import encode, noise
 
 
 def sample_photos(per_class: int = 2) -> list[bytes]:
@@ -22,13 +21,7 @@ def sample_photos(per_class: int = 2) -> list[bytes]:
         paths = [path for folder in folders for path in sorted(folder.glob("*.jpg"))[:per_class]]
         return [Path(path).read_bytes() for path in paths]
     rng = np.random.default_rng(5)
-    drawn = []
-    for _ in range(10 * per_class):
-        pixels = rng.integers(0, 256, (180, 140, 3), dtype=np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
-        drawn.append(buffer.getvalue())
-    return drawn
+    return [encode(noise((140, 180), rng), "JPEG", quality=90) for _ in range(10 * per_class)]
 
 
 @cache

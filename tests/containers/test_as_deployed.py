@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import io
 import json
 import math
 import socket
@@ -26,7 +25,6 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
 from clothing import cgroup
 from clothing.cli import build_parser
@@ -35,9 +33,10 @@ from clothing.gateway.imaging import decode_bytes
 from clothing.processes import poll_until_ok
 from tests.bundled import bundled_side
 from tests.hardening import bombs
-from tests.hardening.helpers import images, png_bytes, predict_request, prediction_stub
+from tests.hardening.helpers import images, predict_request, prediction_stub
 from tests.hardening.test_gateway_memory import CASES as MEMORY_CASES
 from tests.hardening.test_gateway_memory import POD_DECODE_BUDGET
+from tests.images import encode, noise_png, solid
 
 from . import engine
 from .deployed import DeployedContainer, deployed
@@ -102,7 +101,7 @@ def running_model_server(image: str, network: str, name: str) -> Iterator[Runnin
 
 
 @pytest.fixture(scope="module")
-def model_server(images: dict[str, str], network: str) -> Iterator[Running]:
+def model_server_container(images: dict[str, str], network: str) -> Iterator[Running]:
     """Behind the gateways of this module."""
     name = f"clothing-test-{engine.RUN_ID}-model-server"
     with running_model_server(images["model-server"], network, name) as running:
@@ -118,11 +117,15 @@ def lone_model_server(images: dict[str, str], network: str) -> Iterator[Running]
 
 
 @pytest.fixture
-def gateway(images: dict[str, str], network: str, model_server: Running) -> Iterator[Running]:
+def gateway(
+    images: dict[str, str], network: str, model_server_container: Running
+) -> Iterator[Running]:
     """A gateway of its own for one case, in front of the module's model server."""
     spec = deployed("gateway")
     # The manifest names the headless Service; here the model server's container name.
-    target = {"TF_SERVING_HOST": f"dns:///{engine.inspect(model_server.id)['Name'][1:]}:8500"}
+    target = {
+        "TF_SERVING_HOST": f"dns:///{engine.inspect(model_server_container.id)['Name'][1:]}:8500"
+    }
     name = f"clothing-test-{engine.RUN_ID}-gateway"
     running = start(images["gateway"], spec, network, name, target)
     try:
@@ -133,9 +136,9 @@ def gateway(images: dict[str, str], network: str, model_server: Running) -> Iter
 
 
 def test_containers_run_with_the_manifests_restrictions(
-    model_server: Running, gateway: Running
+    model_server_container: Running, gateway: Running
 ) -> None:
-    for running in (model_server, gateway):
+    for running in (model_server_container, gateway):
         host = engine.inspect(running.id)["HostConfig"]
         assert host["ReadonlyRootfs"] is True
         assert host["CapDrop"] == ["ALL"]
@@ -194,13 +197,11 @@ def largest_png(caps: GatewayCaps) -> bytes:
     """A real RGB PNG as large in pixels as the pixel cap and the decode budget allow (flat
     colour, so it stays small)."""
     side = int(caps.max_pixels**0.5)
-    image = Image.new("RGB", (side, side), (120, 30, 200))
+    image = solid((120, 30, 200), (side, side))
     while decode_bytes(image) > caps.decode_budget:
         side -= 16
-        image = Image.new("RGB", (side, side), (120, 30, 200))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", optimize=True)
-    data = buffer.getvalue()
+        image = solid((120, 30, 200), (side, side))
+    data = encode(image, "PNG", optimize=True)
     assert len(data) <= caps.max_image_bytes
     return data
 
@@ -277,7 +278,7 @@ def gateway_cases() -> dict[str, Callable[[Running], None]]:
         framing = 64 * caps.max_batch + 1024  # quotes, commas and the JSON key
         share = min(caps.max_image_bytes, (caps.max_batch_body_bytes - framing) // caps.max_batch)
         raw = share * 3 // 4  # base64 takes 4 bytes for every 3
-        photo = png_bytes()
+        photo = noise_png()
         padded = base64.b64encode(photo + b"\0" * (raw - len(photo))).decode()
         body = json.dumps({"images_b64": [padded] * caps.max_batch}).encode()
         assert caps.max_batch_body_bytes - framing <= len(body) <= caps.max_batch_body_bytes

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import io
 import os
 import subprocess
 import sys
@@ -20,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from clothing.gateway.imaging import InputSpec, prepare
 from clothing.serving_layout import Preprocessing
 from tests import environment
 from tests.fixtures import CLASSES, ModelServerProcess, run_model_server
+from tests.images import encode, photo_like
 
 HERE = Path(__file__).parent
 SMALL_SIDE = 32
@@ -70,16 +69,7 @@ def run_convert(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[st
 def synthetic_photos(count: int = 6) -> list[bytes]:
     """Smooth colour fields with some texture, as JPEG: image-like, not noise."""
     rng = np.random.default_rng(2024)
-    photos = []
-    for _ in range(count):
-        coarse = rng.integers(0, 256, size=(3, 4, 3), dtype=np.uint8)
-        image = Image.fromarray(coarse).resize((160, 120), Image.Resampling.BICUBIC)
-        texture = rng.integers(-20, 21, size=(120, 160, 3))
-        pixels = np.clip(np.asarray(image, dtype=np.int16) + texture, 0, 255).astype(np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
-        photos.append(buffer.getvalue())
-    return photos
+    return [encode(photo_like((160, 120), rng), "JPEG", quality=90) for _ in range(count)]
 
 
 def rows(

@@ -9,9 +9,7 @@ server started again on the same address takes traffic again.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import io
 import signal
 import subprocess
 import sys
@@ -23,13 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from clothing.processes import free_port, stop_process, wait_ready
 from tests.fixtures import build_test_model, model_server_command, run_gateway
+from tests.images import b64, noise_png
 
 pytestmark = pytest.mark.slow
 
@@ -113,10 +110,7 @@ def backends(count: int, root: Path) -> Iterator[list[Backend]]:
 
 
 def _photo_body() -> dict[str, str]:
-    pixels = np.random.default_rng(7).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return {"image_b64": base64.b64encode(buffer.getvalue()).decode()}
+    return {"image_b64": b64(noise_png(7, (32, 32)))}
 
 
 def _load(url: str, count: int, on_progress: dict[int, object] | None = None) -> list[str]:

@@ -21,6 +21,8 @@ from tests.fixtures import (
     cli_command,
     run_model_server,
 )
+from tests.hardening import bombs
+from tests.images import gif_two_frames, jpeg, jpeg_rotated_180, png_rgba, webp
 
 from . import helpers
 from .helpers import ImageServer, Route
@@ -34,23 +36,23 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def model_server(model_dir: Path) -> Iterator[ModelServerProcess]:
+def session_model_server(model_dir: Path) -> Iterator[ModelServerProcess]:
     with run_model_server(model_dir) as server:
         yield server
 
 
 def image_routes() -> dict[str, Route]:
     return {
-        "/red.jpg": Route(helpers.jpeg((220, 20, 20)), headers={"Content-Type": "text/html"}),
-        "/green.png": Route(helpers.png_rgba()),
-        "/blue.webp": Route(helpers.webp()),
-        "/frames.gif": Route(helpers.gif_two_frames()),
-        "/rotated.jpg": Route(helpers.jpeg_rotated_180()),
+        "/red.jpg": Route(jpeg((220, 20, 20)), headers={"Content-Type": "text/html"}),
+        "/green.png": Route(png_rgba()),
+        "/blue.webp": Route(webp()),
+        "/frames.gif": Route(gif_two_frames()),
+        "/rotated.jpg": Route(jpeg_rotated_180()),
         "/text": Route(b"<html>not an image</html>", headers={"Content-Type": "image/jpeg"}),
-        "/truncated.jpg": Route(helpers.jpeg(size=(300, 200))[:1500]),
-        "/bomb.png": Route(helpers.png_declaring(30000, 30000)),
+        "/truncated.jpg": Route(jpeg(size=(300, 200))[:1500]),
+        "/bomb.png": Route(bombs.png(30000, 30000)),
         "/huge": Route(b"\xff" * (2 * 1024 * 1024)),
-        "/slow.jpg": Route(helpers.jpeg(), trickle_seconds=1.0),
+        "/slow.jpg": Route(jpeg(), trickle_seconds=1.0),
         "/to-red": Route(status=302, headers={"Location": "/red.jpg"}),
         "/to-metadata": Route(status=302, headers={"Location": "http://169.254.169.254/"}),
     }
@@ -90,9 +92,9 @@ def settings_for(server: ModelServerProcess, **overrides: object) -> GatewaySett
 
 @pytest.fixture
 async def gateway(
-    model_server: ModelServerProcess, image_server: ImageServer
+    session_model_server: ModelServerProcess, image_server: ImageServer
 ) -> AsyncIterator[httpx.AsyncClient]:
-    async with gateway_client(settings_for(model_server)) as client:
+    async with gateway_client(settings_for(session_model_server)) as client:
         yield client
 
 

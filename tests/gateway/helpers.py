@@ -1,83 +1,19 @@
-"""Gateway test helpers: generated images and a real image server on 127.0.0.1."""
+"""Gateway test helpers: a real image server on 127.0.0.1 and a gRPC stand-in."""
 
 from __future__ import annotations
 
 import contextlib
-import io
 import ssl
-import struct
 import threading
 import time
-import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
-from PIL import Image
 
 from clothing.proto.tensorflow_serving.apis import prediction_service_pb2_grpc
-
-
-def solid(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> Image.Image:
-    return Image.new("RGB", size, color)
-
-
-def halves(top: tuple[int, int, int], bottom: tuple[int, int, int]) -> Image.Image:
-    """A 60x40 image, top half one colour, bottom half another (to see rotations)."""
-    image = Image.new("RGB", (60, 40), top)
-    image.paste(Image.new("RGB", (60, 20), bottom), (0, 20))
-    return image
-
-
-def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def jpeg(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 48)) -> bytes:
-    return encode(solid(color, size), "JPEG", quality=95)
-
-
-def png_rgba() -> bytes:
-    image = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
-    image.paste(Image.new("RGBA", (20, 40), (20, 160, 40, 255)), (0, 0))
-    return encode(image, "PNG")
-
-
-def webp() -> bytes:
-    return encode(solid((30, 60, 220)), "WEBP", lossless=True)
-
-
-def gif_two_frames() -> bytes:
-    """A GIF whose first frame is red and second blue: the first must be used."""
-    frames = [solid((250, 0, 0)), solid((0, 0, 250))]
-    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
-
-
-def jpeg_rotated_180() -> bytes:
-    """Stored with red on top, blue below; EXIF orientation 3 says "turn 180°"."""
-    exif = Image.Exif()
-    exif[0x0112] = 3
-    return encode(halves((250, 0, 0), (0, 0, 250)), "JPEG", quality=95, exif=exif.tobytes())
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims ``width`` x ``height`` pixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
-        + chunk(b"IEND", b"")
-    )
 
 
 @dataclass

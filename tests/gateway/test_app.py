@@ -10,8 +10,8 @@ import pytest
 
 from clothing.gateway.imaging import InputSpec, prepare
 from tests.fixtures import CLASSES, reference_probabilities
+from tests.images import gif_two_frames, jpeg, png_rgba, webp
 
-from . import helpers
 from .conftest import gateway_client, image_routes, settings_for
 
 SPEC = InputSpec("image", 32, 32)
@@ -45,7 +45,7 @@ async def test_every_format_by_url(gateway, image_server, path):
 
 
 async def test_upload_and_base64_give_the_same_answer(gateway):
-    data = helpers.webp()
+    data = webp()
     upload = await gateway.post("/predict", files={"file": ("x.webp", data, "image/webp")})
     assert upload.status_code == 200, upload.text
     check_prediction(upload.json(), data)
@@ -99,9 +99,9 @@ async def test_image_server_sending_a_byte_per_second_times_out(gateway, image_s
     ],
 )
 async def test_private_addresses_are_refused_without_the_allow_list(
-    model_server, image_server, url
+    session_model_server, image_server, url
 ):
-    async with gateway_client(settings_for(model_server, allow_hosts=())) as client:
+    async with gateway_client(settings_for(session_model_server, allow_hosts=())) as client:
         answer = await client.post("/predict", json={"url": url.format(port=image_server.port)})
         assert answer.status_code == 403, answer.text
         assert answer.json()["error"]["code"] == "address_refused"
@@ -152,7 +152,7 @@ async def test_batch_by_urls_reports_errors_per_item(gateway, image_server):
 
 
 async def test_batch_by_files_and_base64(gateway):
-    images = [helpers.jpeg((10, 200, 10)), helpers.gif_two_frames(), helpers.png_rgba()]
+    images = [jpeg((10, 200, 10)), gif_two_frames(), png_rgba()]
     files = [
         ("files", (f"{i}.img", data, "application/octet-stream")) for i, data in enumerate(images)
     ]
@@ -167,24 +167,24 @@ async def test_batch_by_files_and_base64(gateway):
     ]
 
 
-async def test_batch_limits(model_server, image_server):
-    async with gateway_client(settings_for(model_server, max_batch=2)) as client:
+async def test_batch_limits(session_model_server, image_server):
+    async with gateway_client(settings_for(session_model_server, max_batch=2)) as client:
         urls = [image_server.url("/red.jpg")] * 3
         answer = await client.post("/predict/batch", json={"urls": urls})
         assert answer.status_code == 422
         assert "at most 2" in answer.text
-        files = [("files", ("a.jpg", helpers.jpeg(), "image/jpeg"))] * 3
+        files = [("files", ("a.jpg", jpeg(), "image/jpeg"))] * 3
         answer = await client.post("/predict/batch", files=files)
         assert answer.status_code == 422, answer.text
         assert (await client.post("/predict/batch", json={"urls": []})).status_code == 422
 
 
-async def test_labels_file_overrides_the_model_classes(model_server, tmp_path):
+async def test_labels_file_overrides_the_model_classes(session_model_server, tmp_path):
     names = [f"label-{i}" for i in range(10)]
     (tmp_path / "labels.txt").write_text("\n".join(names) + "\n")
-    settings = settings_for(model_server, labels=str(tmp_path / "labels.txt"))
+    settings = settings_for(session_model_server, labels=str(tmp_path / "labels.txt"))
     async with gateway_client(settings) as client:
-        data = helpers.jpeg()
+        data = jpeg()
         answer = await client.post("/predict", files={"file": ("a.jpg", data, "image/jpeg")})
         assert answer.status_code == 200, answer.text
         want = dict(zip(names, expected(data).values(), strict=True))
@@ -192,12 +192,12 @@ async def test_labels_file_overrides_the_model_classes(model_server, tmp_path):
         assert set(answer.json()["predictions"]) == set(names)
 
 
-async def test_wrong_number_of_labels_is_a_model_error(model_server, tmp_path):
+async def test_wrong_number_of_labels_is_a_model_error(session_model_server, tmp_path):
     (tmp_path / "labels.txt").write_text("a\nb\n")
-    settings = settings_for(model_server, labels=str(tmp_path / "labels.txt"))
+    settings = settings_for(session_model_server, labels=str(tmp_path / "labels.txt"))
     async with gateway_client(settings) as client:
         answer = await client.post(
-            "/predict", json={"image_b64": base64.b64encode(helpers.jpeg()).decode()}
+            "/predict", json={"image_b64": base64.b64encode(jpeg()).decode()}
         )
         assert answer.status_code == 502
         assert "2 class names" in answer.text
@@ -259,8 +259,8 @@ def test_row_sum_is_one():
     assert scores.sum() == pytest.approx(1.0, abs=1e-5)
 
 
-async def test_request_body_over_the_cap_is_refused(model_server):
-    settings = settings_for(model_server, max_batch=1, max_image_bytes=1000)
+async def test_request_body_over_the_cap_is_refused(session_model_server):
+    settings = settings_for(session_model_server, max_batch=1, max_image_bytes=1000)
     huge = b'{"image_b64": "' + b"A" * (2 * 1024 * 1024) + b'"}'
 
     async def chunks() -> AsyncIterator[bytes]:

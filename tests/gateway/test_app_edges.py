@@ -12,17 +12,17 @@ import pytest
 
 from clothing.gateway.service import Classifier
 from tests.fixtures import ModelServerProcess, run_model_server
+from tests.images import jpeg
 
-from . import helpers
 from .conftest import gateway_client, settings_for
 
 SHOP = "https://shop.example"
-BODY = {"image_b64": base64.b64encode(helpers.jpeg()).decode()}
+BODY = {"image_b64": base64.b64encode(jpeg()).decode()}
 
 
-async def test_cors_answers_allowed_origins_only(model_server: ModelServerProcess) -> None:
+async def test_cors_answers_allowed_origins_only(session_model_server: ModelServerProcess) -> None:
     preflight = {"Access-Control-Request-Method": "POST"}
-    async with gateway_client(settings_for(model_server, cors_origins=(SHOP,))) as client:
+    async with gateway_client(settings_for(session_model_server, cors_origins=(SHOP,))) as client:
         allowed = await client.options("/predict", headers={"Origin": SHOP, **preflight})
         assert allowed.status_code == 200
         assert allowed.headers["access-control-allow-origin"] == SHOP
@@ -39,22 +39,24 @@ async def test_cors_answers_allowed_origins_only(model_server: ModelServerProces
         assert "access-control-allow-origin" not in plain.headers
 
 
-async def test_without_cors_origins_no_cors_headers(model_server: ModelServerProcess) -> None:
-    async with gateway_client(settings_for(model_server)) as client:
+async def test_without_cors_origins_no_cors_headers(
+    session_model_server: ModelServerProcess,
+) -> None:
+    async with gateway_client(settings_for(session_model_server)) as client:
         answer = await client.post("/predict", json=BODY, headers={"Origin": SHOP})
     assert answer.status_code == 200
     assert not any(name.startswith("access-control-") for name in answer.headers)
 
 
 async def test_an_unexpected_error_is_a_plain_500_and_is_logged(
-    model_server: ModelServerProcess,
+    session_model_server: ModelServerProcess,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def explode(self: Classifier, item: object) -> None:
         raise RuntimeError("secret detail from deep inside")
 
-    async with gateway_client(settings_for(model_server)) as client:
+    async with gateway_client(settings_for(session_model_server)) as client:
         with monkeypatch.context() as patch, caplog.at_level(logging.ERROR, "clothing.gateway"):
             patch.setattr(Classifier, "classify", explode)
             answer = await client.post("/predict", json=BODY)

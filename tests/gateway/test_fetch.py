@@ -18,8 +18,9 @@ from clothing.gateway.errors import (
 from clothing.gateway.fetch import FetchLimits, ImageFetcher, new_image_client
 from clothing.gateway.http_get import HttpGetter
 from tests.environment import tool
+from tests.images import jpeg
 
-from .helpers import Route, jpeg, serve_images
+from .helpers import Route, serve_images
 
 IMAGE = jpeg()
 

@@ -4,40 +4,49 @@ from PIL import Image, ImageFile
 
 from clothing.gateway.errors import NotAnImage, TooLarge
 from clothing.gateway.imaging import InputSpec, decode_rgb, prepare
-
-from . import helpers
+from tests.hardening import bombs
+from tests.images import (
+    encode,
+    gif_two_frames,
+    halves,
+    jpeg,
+    jpeg_rotated_180,
+    png_rgba,
+    solid,
+    webp,
+)
 
 SPEC = InputSpec("image", height=20, width=30)
 
 
 def test_jpeg_is_resized_to_the_model_size():
-    row = prepare(helpers.jpeg((200, 30, 30)), SPEC)
+    row = prepare(jpeg((200, 30, 30)), SPEC)
     assert row.shape == (20, 30, 3)
     assert row.dtype == np.uint8
     assert np.abs(row.astype(int) - [200, 30, 30]).max() <= 4
 
 
 def test_png_transparency_is_flattened_onto_white():
-    image = decode_rgb(helpers.png_rgba(), target=(40, 40), max_pixels=10**6)
+    image = decode_rgb(png_rgba(), target=(40, 40), max_pixels=10**6)
     assert image.mode == "RGB"
     assert image.getpixel((5, 5)) == (20, 160, 40)
     assert image.getpixel((35, 5)) == (255, 255, 255)
 
 
 def test_webp_decodes():
-    row = prepare(helpers.webp(), SPEC)
+    row = prepare(webp(), SPEC)
     assert tuple(row[10, 15]) == (30, 60, 220)
 
 
 def test_gif_uses_the_first_frame():
-    row = prepare(helpers.gif_two_frames(), SPEC)
+    row = prepare(gif_two_frames(), SPEC)
     red, _, blue = (int(v) for v in row[10, 15])
     assert red > 200
     assert blue < 50
 
 
 def test_exif_orientation_is_applied():
-    image = decode_rgb(helpers.jpeg_rotated_180(), target=(60, 40), max_pixels=10**6)
+    image = decode_rgb(jpeg_rotated_180(), target=(60, 40), max_pixels=10**6)
     top, bottom = image.getpixel((30, 5)), image.getpixel((30, 35))
     assert isinstance(top, tuple)
     assert isinstance(bottom, tuple)
@@ -51,20 +60,20 @@ def test_exif_orientation_is_applied():
 def test_exif_rotation_by_90_swaps_width_and_height():
     exif = Image.Exif()
     exif[0x0112] = 6
-    data = helpers.encode(helpers.halves((250, 0, 0), (0, 0, 250)), "JPEG", exif=exif.tobytes())
+    data = encode(halves((250, 0, 0), (0, 0, 250)), "JPEG", exif=exif.tobytes())
     assert decode_rgb(data, target=(60, 60), max_pixels=10**6).size == (40, 60)
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "CMYK", "I;16", "1"])
 def test_every_mode_becomes_rgb(mode):
     fmt = "JPEG" if mode == "CMYK" else "PNG"
-    data = helpers.encode(Image.new("RGB", (16, 16), (90, 90, 90)).convert(mode), fmt)
+    data = encode(solid((90, 90, 90), (16, 16)).convert(mode), fmt)
     assert decode_rgb(data, target=(8, 8), max_pixels=10**6).mode == "RGB"
 
 
 def test_large_jpeg_uses_reduced_decode_and_matches_full_decode():
     gradient = np.tile(np.linspace(0, 255, 1600, dtype=np.uint8), (1200, 1))
-    data = helpers.encode(Image.fromarray(gradient).convert("RGB"), "JPEG", quality=95)
+    data = encode(Image.fromarray(gradient).convert("RGB"), "JPEG", quality=95)
     reduced = decode_rgb(data, target=(64, 64), max_pixels=10**8)
     assert reduced.size[0] < 1600, "draft mode decodes at a smaller scale"
     full = Image.open(__import__("io").BytesIO(data)).convert("RGB").resize((64, 64))
@@ -83,11 +92,11 @@ def test_decompression_bomb_is_refused_before_decoding(monkeypatch):
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", counted_load)
     with pytest.raises(TooLarge, match="pixels"):
-        prepare(helpers.png_declaring(30000, 30000), SPEC)
+        prepare(bombs.png(30000, 30000), SPEC)
     with pytest.raises(TooLarge, match="pixels"):
-        prepare(helpers.png_declaring(8000, 8000), SPEC, max_pixels=10**6)
+        prepare(bombs.png(8000, 8000), SPEC, max_pixels=10**6)
     assert decodes == []
-    prepare(helpers.png_declaring(8, 8), SPEC)  # a small one is decoded (the spy sees it)
+    prepare(bombs.png(8, 8), SPEC)  # a small one is decoded (the spy sees it)
     assert set(decodes) == {(8, 8)}
 
 
@@ -99,17 +108,17 @@ def test_non_images_are_refused(data):
 
 def test_other_formats_are_refused():
     with pytest.raises(NotAnImage):
-        prepare(helpers.encode(helpers.solid((1, 2, 3)), "BMP"), SPEC)
+        prepare(encode(solid((1, 2, 3)), "BMP"), SPEC)
 
 
 def test_truncated_jpeg_is_refused():
-    data = helpers.jpeg(size=(300, 200))
+    data = jpeg(size=(300, 200))
     with pytest.raises(NotAnImage, match="truncated"):
         prepare(data[: len(data) // 2], SPEC)
 
 
 def test_xception_and_imagenet_scaling():
-    data = helpers.jpeg((255, 0, 128))
+    data = jpeg((255, 0, 128))
     xception = prepare(data, InputSpec("x", 8, 8, "float32", "xception"))
     assert xception.dtype == np.float32
     assert np.allclose(xception[4, 4], [1.0, -1.0, 0.0], atol=0.05)

@@ -17,8 +17,7 @@ import pytest
 from clothing.gateway.settings import GatewaySettings
 from tests.fixtures import GatewayProcess, ModelServerProcess, raw_tcp_server, run_gateway
 from tests.hardening.helpers import wait_until
-
-from . import helpers
+from tests.images import jpeg
 
 MAX_IMAGE_BYTES = 1000
 # The gateway's cap on a /predict body: one base64 image plus room for the JSON.
@@ -28,9 +27,9 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def capped_gateway(model_server: ModelServerProcess) -> Iterator[GatewayProcess]:
+def capped_gateway(session_model_server: ModelServerProcess) -> Iterator[GatewayProcess]:
     with run_gateway(
-        model_server.grpc_address,
+        session_model_server.grpc_address,
         "--max-batch=1",
         f"--max-image-bytes={MAX_IMAGE_BYTES}",
         "--max-inflight=2",
@@ -115,7 +114,7 @@ async def test_a_chunked_body_is_cut_off_once_it_passes_the_cap(
     assert MAX_BODY < sent < total, "refused once past the cap, not after the whole body"
     assert status_count(capped_gateway, 413) == before + 1
     # Everyone else is still served.
-    small = base64.b64encode(helpers.jpeg(size=(8, 8))).decode()
+    small = base64.b64encode(jpeg(size=(8, 8))).decode()
     async with httpx.AsyncClient(base_url=capped_gateway.url, timeout=30) as client:
         answer_ok = await client.post("/predict", json={"image_b64": small})
     assert answer_ok.status_code == 200, answer_ok.text
@@ -126,9 +125,9 @@ async def test_past_the_inflight_limit_a_request_gets_429_at_once(
 ) -> None:
     """Two requests held while their image downloads fill the limit of 2; a third is
     refused, then served. (A request whose body has not arrived holds no slot.)"""
-    body = json.dumps({"image_b64": base64.b64encode(helpers.jpeg(size=(8, 8))).decode()})
+    body = json.dumps({"image_b64": base64.b64encode(jpeg(size=(8, 8))).decode()})
     payload = body.encode()
-    image = helpers.jpeg(size=(8, 8))
+    image = jpeg(size=(8, 8))
     arrived = asyncio.Semaphore(0)
     release = asyncio.Event()
 

@@ -9,12 +9,12 @@ import pytest
 from clothing.gateway.imaging import InputSpec, prepare
 from clothing.processes import free_port
 from tests.fixtures import CLASSES, build_test_model, reference_probabilities, run_model_server
+from tests.images import jpeg
 
-from . import helpers
 from .conftest import gateway_client, settings_for
 
 pytestmark = pytest.mark.slow
-BODY = {"image_b64": base64.b64encode(helpers.jpeg((40, 90, 200))).decode()}
+BODY = {"image_b64": base64.b64encode(jpeg((40, 90, 200))).decode()}
 
 
 async def test_model_server_down_gives_503_fast_and_recovers_without_restart(model_dir):
@@ -63,7 +63,7 @@ async def test_a_new_version_with_another_input_and_classes_is_picked_up(tmp_pat
                 assert answer.status_code == 200, answer.text
             body = answer.json()
             assert body["model"] == {"name": "clothing-model", "version": 2}
-            row = prepare(helpers.jpeg((40, 90, 200)), InputSpec("image", 48, 40))
+            row = prepare(jpeg((40, 90, 200)), InputSpec("image", 48, 40))
             want = dict(
                 zip(renamed, reference_probabilities(row[None], seed=3)[0].tolist(), strict=True)
             )

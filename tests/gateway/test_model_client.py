@@ -32,6 +32,7 @@ from clothing.proto.tensorflow_serving.apis import (
 from clothing.serving_layout import ModelInterface
 from clothing.tensors import from_numpy, shape_proto
 from tests.environment import require
+from tests.images import jpeg
 
 from . import helpers
 from .conftest import gateway_client
@@ -321,7 +322,7 @@ async def test_a_version_the_metadata_has_not_caught_up_with_is_reported_and_cou
         from_numpy(np.array([[0.2, 0.7, 0.1]], np.float32)), version=2
     )
     settings = GatewaySettings(tf_serving_host=scripted[0], ready_cache_seconds=0.0, metrics_port=0)
-    body = {"image_b64": base64.b64encode(helpers.jpeg()).decode()}
+    body = {"image_b64": base64.b64encode(jpeg()).decode()}
     async with gateway_client(settings) as gateway:
         answer = await gateway.post("/predict", json=body)
         assert answer.status_code == 200, answer.text

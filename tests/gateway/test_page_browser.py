@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from tests.environment import dataset_path, tool
+from tests.images import jpeg
 
-from . import helpers
 from .conftest import run_up
 
 CHROMIUM_ARGS = [
@@ -40,7 +40,7 @@ def a_clothing_photo(tmp_path: Path) -> Path:
     if photos:
         return photos[0]
     generated = tmp_path / "generated.jpg"
-    generated.write_bytes(helpers.jpeg((60, 80, 140), size=(300, 400)))
+    generated.write_bytes(jpeg((60, 80, 140), size=(300, 400)))
     return generated
 
 

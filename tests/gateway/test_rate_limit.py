@@ -18,12 +18,11 @@ import pytest
 from clothing.gateway.ratelimit import ClientBuckets, client_key, exempt, retry_after_seconds
 from clothing.gateway.settings import GatewaySettings
 from tests.fixtures import GatewayProcess, ModelServerProcess, run_gateway
-
-from . import helpers
+from tests.images import jpeg
 
 GREEDY, POLITE, PROXY = "127.0.0.2", "127.0.0.3", "127.0.0.4"
 RATE, BURST = 2, 3
-BODY = {"image_b64": base64.b64encode(helpers.jpeg()).decode()}
+BODY = {"image_b64": base64.b64encode(jpeg()).decode()}
 
 
 class Clock:
@@ -87,9 +86,9 @@ def test_settings_refuse_bad_values() -> None:
 
 
 @pytest.fixture(scope="module")
-def limited(model_server: ModelServerProcess) -> Iterator[GatewayProcess]:
+def limited(session_model_server: ModelServerProcess) -> Iterator[GatewayProcess]:
     with run_gateway(
-        model_server.grpc_address,
+        session_model_server.grpc_address,
         f"--rate-limit={RATE}",
         f"--rate-burst={BURST}",
         f"--forwarded-allow-ips={PROXY}",
@@ -172,7 +171,9 @@ def _idle_connection_closed_after(gateway: GatewayProcess, seconds: float) -> bo
 
 @pytest.mark.parametrize(("keep_alive", "closed"), [(1, True), (5, False)])
 def test_idle_connections_last_the_keep_alive_timeout(
-    model_server: ModelServerProcess, keep_alive: int, closed: bool
+    session_model_server: ModelServerProcess, keep_alive: int, closed: bool
 ) -> None:
-    with run_gateway(model_server.grpc_address, f"--keep-alive-timeout={keep_alive}") as gateway:
+    with run_gateway(
+        session_model_server.grpc_address, f"--keep-alive-timeout={keep_alive}"
+    ) as gateway:
         assert _idle_connection_closed_after(gateway, 2.0) is closed

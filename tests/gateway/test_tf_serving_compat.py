@@ -23,6 +23,7 @@ from clothing.proto.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 from clothing.tensors import from_numpy, shape_proto, to_numpy
+from tests.images import jpeg
 
 from . import helpers
 from .conftest import gateway_client
@@ -102,7 +103,7 @@ async def test_xception_model_behind_a_prediction_service_only_server(
     settings = GatewaySettings(
         tf_serving_host=address, labels=str(tmp_path / "labels.txt"), preprocessing="auto"
     )
-    data = helpers.jpeg((250, 40, 20))
+    data = jpeg((250, 40, 20))
     async with gateway_client(settings) as client:
         answer = await client.post("/predict", json={"image_b64": base64.b64encode(data).decode()})
     assert answer.status_code == 200, answer.text
@@ -122,7 +123,7 @@ async def test_preprocessing_flag_overrides_the_default(prediction_only_server):
     address, servicer = prediction_only_server
     settings = GatewaySettings(tf_serving_host=address, preprocessing="imagenet")
     async with gateway_client(settings) as client:
-        data = base64.b64encode(helpers.jpeg((0, 0, 0))).decode()
+        data = base64.b64encode(jpeg((0, 0, 0))).decode()
         answer = await client.post("/predict", json={"image_b64": data})
     assert answer.status_code == 200, answer.text
     assert answer.json()["label"].startswith("class_"), "no classes known: generic names"

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from tests.fixtures import cli_command
+from tests.images import jpeg, png_rgba
 
-from . import helpers
 from .conftest import run_up
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def port_open(url: str) -> bool:
 
 def test_up_serves_predict_and_stops_cleanly_on_sigterm(model_dir: Path, tmp_path: Path) -> None:
     photo = tmp_path / "shirt.png"
-    photo.write_bytes(helpers.png_rgba())
+    photo.write_bytes(png_rgba())
     with run_up(model_dir, tmp_path) as up:
         answer = predict(str(photo), "--gateway", up.gateway_url)
         assert answer.returncode == 0, answer.stderr
@@ -72,7 +72,7 @@ def test_predict_reports_missing_file_and_unreachable_gateway(tmp_path: Path) ->
     assert missing.returncode == 2
     assert "neither a URL nor a file" in missing.stderr
     photo = tmp_path / "a.jpg"
-    photo.write_bytes(helpers.jpeg())
+    photo.write_bytes(jpeg())
     unreachable = predict(str(photo), "--gateway", "http://127.0.0.1:1")
     assert unreachable.returncode == 1
     assert "cannot reach" in unreachable.stderr

@@ -1,23 +1,22 @@
 """Small image files that declare a huge pixel count, in every accepted format.
 
-Each starts from a real tiny image written by Pillow and rewrites only the
+Each starts from a real tiny image (``tests/images.py``) and rewrites only the
 dimensions in its header, so the file stays a few hundred bytes while a
 decoder that trusted it would allocate gigabytes.
 """
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 
 from PIL import Image
 
+from tests.images import encode, solid
+
 
 def _encoded(fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (10, 200, 30)).save(buffer, fmt, **options)
-    return buffer.getvalue()
+    return encode(solid((10, 200, 30), (8, 8)), fmt, **options)
 
 
 def png(width: int = 100_000, height: int = 100_000) -> bytes:
@@ -88,22 +87,16 @@ def _striped(mode: str, size: tuple[int, int], colour: object, stripe: object) -
     return image
 
 
-def _save(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
 def rgba_png(side: int = 6324) -> bytes:
     """RGBA PNG, half transparent: 4 bytes a pixel decoded (6324 x 6324: 160 MB)."""
     image = _striped("RGBA", (side, side), (200, 30, 30, 128), (0, 0, 255, 255))
-    return _save(image, "PNG", compress_level=9)
+    return encode(image, "PNG", compress_level=9)
 
 
 def gray16_png(side: int = 4500) -> bytes:
     """16-bit greyscale PNG: 2 bytes a pixel, 4 more while converted."""
     image = _striped("I;16", (side, side), 40_000, 1_000)
-    return _save(image, "PNG", compress_level=9)
+    return encode(image, "PNG", compress_level=9)
 
 
 def palette_png(side: int = 4800) -> bytes:
@@ -111,7 +104,7 @@ def palette_png(side: int = 4800) -> bytes:
     image = _striped("P", (side, side), 1, 2)
     image.putpalette([255, 255, 255, 200, 30, 30, 0, 0, 255] + [0] * (256 * 3 - 9))
     image.info["transparency"] = 0
-    return _save(image, "PNG", compress_level=9, transparency=0)
+    return encode(image, "PNG", compress_level=9, transparency=0)
 
 
 def gif_frames(side: int = 4800, frames: int = 3) -> bytes:
@@ -121,7 +114,7 @@ def gif_frames(side: int = 4800, frames: int = 3) -> bytes:
     others = [
         first.point(lambda value, shift=index: (value + shift) % 3) for index in range(1, frames)
     ]
-    return _save(first, "GIF", save_all=True, append_images=others)
+    return encode(first, "GIF", save_all=True, append_images=others)
 
 
 def mpo(side: int = 6324, frames: int = 2) -> bytes:
@@ -129,7 +122,7 @@ def mpo(side: int = 6324, frames: int = 2) -> bytes:
     full JPEG; Pillow opens it as format "MPO", not "JPEG"."""
     first = _striped("RGB", (side, side), (30, 120, 200), (250, 250, 250))
     others = [first.rotate(90 * index) for index in range(1, frames)]
-    return _save(first, "MPO", save_all=True, append_images=others, quality=80)
+    return encode(first, "MPO", save_all=True, append_images=others, quality=80)
 
 
 # What each decodes to at full size, bytes (mode x pixels, before any reduction).
@@ -148,7 +141,7 @@ def progressive_jpeg(side: int = 6000, mode: str = "RGB") -> bytes:
     scan: 2 bytes a sample."""
     colour = (30, 120, 200) if mode == "RGB" else (30, 120, 200, 10)
     stripe = (250, 250, 250) if mode == "RGB" else (250, 250, 250, 0)
-    return _save(_striped(mode, (side, side), colour, stripe), "JPEG", progressive=True)
+    return encode(_striped(mode, (side, side), colour, stripe), "JPEG", progressive=True)
 
 
 def progressive_cmyk(side: int = 6000) -> bytes:
@@ -158,7 +151,7 @@ def progressive_cmyk(side: int = 6000) -> bytes:
 def repeated_scans(copies: int = 2000, side: int = 2048) -> bytes:
     """A flat progressive JPEG whose last scan (a few bytes: nothing to refine) is
     repeated ``copies`` times: each copy is one more pass over all the coefficients."""
-    data = _save(Image.new("RGB", (side, side), (30, 120, 200)), "JPEG", progressive=True)
+    data = encode(solid((30, 120, 200), (side, side)), "JPEG", progressive=True)
     last = data.rindex(b"\xff\xda")
     end = data.rindex(b"\xff\xd9")
     return data[:end] + data[last:end] * copies + data[end:]
@@ -166,7 +159,7 @@ def repeated_scans(copies: int = 2000, side: int = 2048) -> bytes:
 
 def webp_photo(side: int = 4000) -> bytes:
     """Lossy WebP: libwebp decodes into buffers of its own that are then copied."""
-    return _save(_striped("RGB", (side, side), (30, 120, 200), (250, 250, 250)), "WEBP")
+    return encode(_striped("RGB", (side, side), (30, 120, 200), (250, 250, 250)), "WEBP")
 
 
 def png_text(megabytes: int = 60) -> bytes:
@@ -176,7 +169,7 @@ def png_text(megabytes: int = 60) -> bytes:
     info = PngImagePlugin.PngInfo()
     for index in range(megabytes):
         info.add_text(f"note{index}", "a" * 1024 * 1024, zip=True)
-    return _save(Image.new("RGB", (48, 40), (10, 200, 30)), "PNG", pnginfo=info)
+    return encode(solid((10, 200, 30), (48, 40)), "PNG", pnginfo=info)
 
 
 DECODED_BYTES.update(

@@ -12,7 +12,7 @@ from .helpers import MODEL
 
 
 @pytest.fixture(scope="module")
-def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServerProcess]:
+def module_model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServerProcess]:
     """A model server process on the small test model, one per test module."""
     base = tmp_path_factory.mktemp("stand-in") / MODEL
     build_test_model(base / "1")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections.abc import Sequence
@@ -11,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from PIL import Image
 
 from clothing import tensors
 from clothing.proto.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -87,13 +85,6 @@ def predict_request(batch: np.ndarray, *, model: str = MODEL) -> predict_pb2.Pre
 
 def prediction_stub(channel: grpc.Channel) -> prediction_service_pb2_grpc.PredictionServiceStub:
     return prediction_service_pb2_grpc.PredictionServiceStub(channel)  # type: ignore[no-untyped-call]
-
-
-def png_bytes(seed: int = 0, size: tuple[int, int] = (48, 40)) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

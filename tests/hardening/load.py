@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from .helpers import png_bytes
+from tests.images import noise_png
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Load:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> Load:
-        bodies = [{"image_b64": base64.b64encode(png_bytes(seed)).decode()} for seed in range(4)]
+        bodies = [{"image_b64": base64.b64encode(noise_png(seed)).decode()} for seed in range(4)]
         for index in range(self.clients):
             thread = threading.Thread(target=self._client, args=(bodies[index % 4],), daemon=True)
             thread.start()

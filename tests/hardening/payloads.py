@@ -90,12 +90,8 @@ def redirect_to(location: str) -> bytes:
 
 def image_response() -> bytes:
     """An image host's raw answer: 200 with a small PNG."""
-    import io
+    from tests.images import encode, solid
 
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (40, 30), (200, 30, 30)).save(buffer, "PNG")
-    body = buffer.getvalue()
+    body = encode(solid((200, 30, 30), (40, 30)), "PNG")
     head = f"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {len(body)}\r\n\r\n"
     return head.encode() + body

@@ -19,17 +19,17 @@ import httpx
 import pytest
 
 from tests.fixtures import GatewayProcess, ModelServerProcess, run_gateway
+from tests.images import noise_png
 
 from . import bombs
-from .helpers import png_bytes
 
 DECODE_TIMEOUT = 0.3
 
 
 @pytest.fixture(scope="module")
-def gateway(model_server: ModelServerProcess) -> Iterator[GatewayProcess]:
+def gateway(module_model_server: ModelServerProcess) -> Iterator[GatewayProcess]:
     args = ["--workers=2", f"--decode-timeout={DECODE_TIMEOUT}", "--max-decode-bytes=400000000"]
-    with run_gateway(model_server.grpc_address, *args) as running:
+    with run_gateway(module_model_server.grpc_address, *args) as running:
         yield running
 
 
@@ -58,7 +58,7 @@ def test_a_decode_past_its_deadline_is_stopped_while_others_are_served(
     gateway: GatewayProcess,
 ) -> None:
     slow = bombs.rgba_png(5000)  # about a second of decoding: past the deadline
-    small = png_bytes()
+    small = noise_png()
     with ThreadPoolExecutor(8) as pool:
         slow_answer = pool.submit(_predict, gateway, slow)
         time.sleep(0.05)

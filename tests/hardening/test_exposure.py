@@ -18,8 +18,8 @@ from clothing.gateway.http_get import HttpGetter
 from clothing.gateway.settings import GatewaySettings
 from clothing.processes import free_port
 from tests.fixtures import EVERY_PORT, ModelServerProcess, raw_tcp_server, run_gateway
+from tests.images import noise_png
 
-from .helpers import png_bytes
 from .payloads import image_response, redirect_to
 
 INTERNAL = {"kubernetes.default.svc": "10.96.0.1", "metadata.test": "169.254.169.254"}
@@ -61,9 +61,9 @@ async def image_host() -> AsyncIterator[int]:
         yield port
 
 
-def _settings(model_server: ModelServerProcess, **overrides: Any) -> GatewaySettings:
+def _settings(server: ModelServerProcess, **overrides: Any) -> GatewaySettings:
     values: dict[str, Any] = {
-        "tf_serving_host": model_server.grpc_address,
+        "tf_serving_host": server.grpc_address,
         "allow_hosts": ("127.0.0.1",),
         "fetch_ports": EVERY_PORT,
         "fetch_timeout": 3.0,
@@ -74,9 +74,9 @@ def _settings(model_server: ModelServerProcess, **overrides: Any) -> GatewaySett
 
 
 async def test_a_refused_internal_name_does_not_reveal_its_address(
-    model_server: ModelServerProcess,
+    module_model_server: ModelServerProcess,
 ) -> None:
-    async with _client(_settings(model_server)) as client:
+    async with _client(_settings(module_model_server)) as client:
         for host, address in INTERNAL.items():
             answer = await client.post("/predict", json={"url": f"http://{host}/"})
             print(f"http://{host}/: {answer.status_code} {answer.json()['error']['message']}")
@@ -88,7 +88,7 @@ async def test_a_refused_internal_name_does_not_reveal_its_address(
 
 
 async def test_a_closed_port_and_a_silent_one_look_the_same(
-    model_server: ModelServerProcess,
+    module_model_server: ModelServerProcess,
 ) -> None:
     async def never_connects(*args: object, **kwargs: object) -> Any:
         await asyncio.sleep(30)
@@ -99,7 +99,7 @@ async def test_a_closed_port_and_a_silent_one_look_the_same(
         {},
         {"image_client": HttpGetter(connect_timeout=0.3, open_connection=never_connects)},
     ):
-        async with _client(_settings(model_server), **client_kwargs) as client:
+        async with _client(_settings(module_model_server), **client_kwargs) as client:
             answer = await client.post("/predict", json={"url": f"http://127.0.0.1:{closed}/a.png"})
             error = answer.json()["error"]
             error.pop("request_id")  # each request's own
@@ -113,7 +113,7 @@ async def test_model_server_details_stay_in_the_log() -> None:
     closed = free_port()
     settings = GatewaySettings(tf_serving_host=f"127.0.0.1:{closed}", grpc_deadline=2.0)
     async with _client(settings) as client:
-        answer = await client.post("/predict", files={"file": png_bytes()})
+        answer = await client.post("/predict", files={"file": noise_png()})
     message = answer.json()["error"]["message"]
     print(f"model server down: {answer.status_code} {message}")
     assert answer.status_code == 503
@@ -122,10 +122,10 @@ async def test_model_server_details_stay_in_the_log() -> None:
 
 
 async def test_a_malformed_redirect_or_host_fails_only_its_item(
-    model_server: ModelServerProcess, image_host: int
+    module_model_server: ModelServerProcess, image_host: int
 ) -> None:
     base = f"http://127.0.0.1:{image_host}"
-    async with _client(_settings(model_server)) as client:
+    async with _client(_settings(module_model_server)) as client:
         redirect = await client.post("/predict", json={"url": f"{base}/bad-location"})
         assert redirect.status_code == 502, redirect.text
         idna = await client.post("/predict", json={"url": "http://xn--ls8h-.la/a.png"})
@@ -139,8 +139,8 @@ async def test_a_malformed_redirect_or_host_fails_only_its_item(
     assert [r["error"]["code"] for r in results[1:]] == ["image_host_failed", "bad_request"]
 
 
-async def test_page_headers(model_server: ModelServerProcess) -> None:
-    async with _client(_settings(model_server)) as client:
+async def test_page_headers(module_model_server: ModelServerProcess) -> None:
+    async with _client(_settings(module_model_server)) as client:
         page = await client.get("/")
         refused = await client.post("/predict", json={})
     policy = page.headers["content-security-policy"]
@@ -150,9 +150,9 @@ async def test_page_headers(model_server: ModelServerProcess) -> None:
     assert refused.headers["x-content-type-options"] == "nosniff"
 
 
-def test_metrics_are_served_on_their_own_port_only(model_server: ModelServerProcess) -> None:
+def test_metrics_are_served_on_their_own_port_only(module_model_server: ModelServerProcess) -> None:
     metrics_port = free_port()
-    with run_gateway(model_server.grpc_address, f"--metrics-port={metrics_port}") as gateway:
+    with run_gateway(module_model_server.grpc_address, f"--metrics-port={metrics_port}") as gateway:
         public = httpx.get(f"{gateway.url}/metrics", timeout=10)
         private = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
     print(f"/metrics: public port {public.status_code}, metrics port {private.status_code}")

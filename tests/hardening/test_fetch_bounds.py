@@ -4,21 +4,19 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import ipaddress
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 from clothing.gateway.addresses import IPAddress
 from clothing.gateway.app import create_app
 from clothing.gateway.http_get import HttpGetter
 from clothing.gateway.settings import GatewaySettings
 from tests.fixtures import ModelServerProcess, raw_tcp_server
+from tests.images import noise_png
 
 PUBLIC = "93.184.216.34"  # never contacted: the opener below records instead of connecting
 
@@ -36,7 +34,7 @@ async def _post(settings: GatewaySettings, path: str, body: Any, **kwargs: Any) 
 
 
 async def test_public_hosts_are_fetched_on_ports_80_and_443_only(
-    model_server: ModelServerProcess,
+    module_model_server: ModelServerProcess,
 ) -> None:
     attempts: list[tuple[str, int]] = []
 
@@ -44,7 +42,7 @@ async def test_public_hosts_are_fetched_on_ports_80_and_443_only(
         attempts.append((address, port))
         raise ConnectionRefusedError("recorded, not connected")
 
-    settings = GatewaySettings(tf_serving_host=model_server.grpc_address, metrics_port=0)
+    settings = GatewaySettings(tf_serving_host=module_model_server.grpc_address, metrics_port=0)
     client = HttpGetter(open_connection=recording)
     answers = {}
     for port in (22, 6379, 8080, 80, 443):
@@ -57,14 +55,7 @@ async def test_public_hosts_are_fetched_on_ports_80_and_443_only(
     assert [port for _, port in attempts] == [80, 443]
 
 
-def _noise_png(side: int) -> bytes:
-    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-BIG = _noise_png(1000)  # about 3 MB, incompressible
+BIG = noise_png(0, (1000, 1000))  # about 3 MB, incompressible
 
 
 @pytest.fixture
@@ -84,11 +75,11 @@ async def image_host() -> AsyncIterator[tuple[int, list[int]]]:
 
 
 async def test_a_batchs_urls_share_one_download_budget(
-    model_server: ModelServerProcess, image_host: tuple[int, list[int]]
+    module_model_server: ModelServerProcess, image_host: tuple[int, list[int]]
 ) -> None:
     port, _ = image_host
     settings = GatewaySettings(
-        tf_serving_host=model_server.grpc_address,
+        tf_serving_host=module_model_server.grpc_address,
         allow_hosts=(f"127.0.0.1:{port}",),
         metrics_port=0,
         max_batch=16,

@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from tests.fixtures import GatewayProcess, build_test_model, run_gateway, run_model_server
+from tests.images import noise_png
 
 from . import bodies
-from .helpers import peak_rss_kib, png_bytes, process_stats, reset_peak_rss
+from .helpers import peak_rss_kib, process_stats, reset_peak_rss
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def _measured(
 
 
 def _still_serves(gateway: GatewayProcess) -> None:
-    answer = httpx.post(f"{gateway.url}/predict", files={"file": png_bytes()}, timeout=30)
+    answer = httpx.post(f"{gateway.url}/predict", files={"file": noise_png()}, timeout=30)
     assert answer.status_code == 200, answer.text
 
 

@@ -20,17 +20,18 @@ import httpx
 import pytest
 
 from tests.fixtures import GatewayProcess, ModelServerProcess, run_gateway
+from tests.images import noise_png
 
 from . import bombs
-from .helpers import png_bytes, reset_tree_peak_rss, tree_peak_rss_kib, tree_rss_kib
+from .helpers import reset_tree_peak_rss, tree_peak_rss_kib, tree_rss_kib
 
 POD_DECODE_BUDGET = 512 * 1024 * 1024 // 4
 
 
 @pytest.fixture(scope="module")
-def gateway(model_server: ModelServerProcess) -> Iterator[GatewayProcess]:
+def gateway(module_model_server: ModelServerProcess) -> Iterator[GatewayProcess]:
     args = ["--workers=1", f"--max-decode-bytes={POD_DECODE_BUDGET}"]
-    with run_gateway(model_server.grpc_address, *args) as running:
+    with run_gateway(module_model_server.grpc_address, *args) as running:
         yield running
 
 
@@ -68,7 +69,7 @@ def test_decode_peak_memory_stays_within_the_budget(
 ) -> None:
     data = build(side)
     pid = gateway.process.pid
-    assert _predict(gateway, png_bytes()).status_code == 200  # warm
+    assert _predict(gateway, noise_png()).status_code == 200  # warm
     before = tree_rss_kib(pid)
     reset_tree_peak_rss(pid)
     started = time.monotonic()
@@ -83,7 +84,7 @@ def test_decode_peak_memory_stays_within_the_budget(
     assert answer.status_code == status, answer.text
     # The request body (base64 + its decode) plus at most the budget, never copies of it.
     assert growth_mb < POD_DECODE_BUDGET / 2**20 + 4 * len(data) / 2**20 + 30, growth_mb
-    assert _predict(gateway, png_bytes()).status_code == 200
+    assert _predict(gateway, noise_png()).status_code == 200
 
 
 def test_the_decode_budget_follows_the_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,7 +104,7 @@ def test_a_batch_of_large_images_decodes_one_at_a_time(gateway: GatewayProcess) 
     at a time, so the peak is one image's budget, not four."""
     data = bombs.rgba_png(4000)
     pid = gateway.process.pid
-    assert _predict(gateway, png_bytes()).status_code == 200
+    assert _predict(gateway, noise_png()).status_code == 200
     before = tree_rss_kib(pid)
     reset_tree_peak_rss(pid)
     started = time.monotonic()

@@ -14,10 +14,11 @@ from clothing.gateway.app import create_app
 from clothing.gateway.settings import GatewaySettings
 from clothing.processes import free_port
 from tests.fixtures import build_test_model, run_model_server
+from tests.images import noise_png
 
-from .helpers import MODEL, percentile, png_bytes
+from .helpers import MODEL, percentile
 
-BODY = {"image_b64": base64.b64encode(png_bytes()).decode()}
+BODY = {"image_b64": base64.b64encode(noise_png()).decode()}
 
 
 async def _client(

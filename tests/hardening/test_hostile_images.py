@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from PIL import Image
 
 from clothing.gateway.errors import NotAnImage, TooLarge
 from clothing.gateway.imaging import DEFAULT_MAX_PIXELS, InputSpec, prepare
+from tests.images import encode, noise, solid
 
 from . import bombs
 from .helpers import process_stats
@@ -52,16 +52,8 @@ def test_under_the_limit_the_same_header_trick_is_only_corrupt(kind: str) -> Non
     assert row.shape == (32, 32, 3)
 
 
-def _encode(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt)
-    return buffer.getvalue()
-
-
 images = st.builds(
-    lambda w, h, mode, seed: Image.fromarray(
-        np.random.default_rng(seed).integers(0, 256, (h, w, 4), dtype=np.uint8), "RGBA"
-    ).convert(mode),
+    lambda w, h, mode, seed: noise((w, h), seed, channels=4).convert(mode),
     st.integers(1, 48),
     st.integers(1, 48),
     st.sampled_from(["RGB", "RGBA", "L", "LA", "P", "1", "I;16", "CMYK"]),
@@ -73,7 +65,7 @@ images = st.builds(
 @given(image=images, fmt=st.sampled_from(FORMATS))
 def test_every_valid_image_becomes_one_model_row(image: Image.Image, fmt: str) -> None:
     try:
-        data = _encode(image, fmt)
+        data = encode(image, fmt)
     except (OSError, ValueError, KeyError):
         return  # Pillow cannot write this mode in this format
     row = prepare(data, SPEC)
@@ -90,7 +82,7 @@ def test_every_valid_image_becomes_one_model_row(image: Image.Image, fmt: str) -
 def test_corrupted_images_fail_only_with_documented_errors(
     fmt: str, edits: list[tuple[int, int]], cut: int
 ) -> None:
-    data = bytearray(_encode(Image.new("RGB", (40, 30), (90, 20, 200)), fmt))
+    data = bytearray(encode(solid((90, 20, 200), (40, 30)), fmt))
     for offset, value in edits:
         data[offset % len(data)] = value
     damaged = bytes(data[: max(1, cut % (len(data) + 1))])

@@ -20,13 +20,12 @@ from clothing.gateway.errors import GatewayError, ImageHostFailed, TooLarge, Ups
 from clothing.gateway.fetch import FetchLimits, ImageFetcher, new_image_client
 from clothing.gateway.urls import parse_image_url
 from tests.fixtures import raw_tcp_server
-
-from .helpers import png_bytes
+from tests.images import noise_png
 
 LIMITS = FetchLimits(
     max_bytes=64 * 1024, max_redirects=3, connect_timeout=1.0, read_timeout=1.0, total_timeout=2.5
 )
-IMAGE = png_bytes()
+IMAGE = noise_png()
 
 
 def _head(status: str, headers: dict[str, str]) -> bytes:

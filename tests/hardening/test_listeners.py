@@ -23,11 +23,11 @@ METRICS_TIMEOUT = 5.0  # clothing.gateway.metrics_server.DEFAULT_TIMEOUT
 
 
 @pytest.fixture(scope="module")
-def gateway(model_server: ModelServerProcess) -> Iterator[tuple[GatewayProcess, int]]:
+def gateway(module_model_server: ModelServerProcess) -> Iterator[tuple[GatewayProcess, int]]:
     metrics_port = free_port()
     allowed = "classify.example.com,.svc.cluster.local"
     args = [f"--metrics-port={metrics_port}", f"--allowed-hosts={allowed}"]
-    with run_gateway(model_server.grpc_address, *args) as running:
+    with run_gateway(module_model_server.grpc_address, *args) as running:
         yield running, metrics_port
 
 

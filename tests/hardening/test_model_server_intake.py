@@ -67,14 +67,14 @@ def _hostile_predict(unknown: int, *, with_image: bool) -> predict_pb2.PredictRe
     ids=["one-unknown-beside-the-image", "forty-unknown"],
 )
 def test_unknown_and_oversized_inputs_are_refused_before_decoding(
-    model_server: ModelServerProcess, unknown: int, with_image: bool
+    module_model_server: ModelServerProcess, unknown: int, with_image: bool
 ) -> None:
     request = _hostile_predict(unknown, with_image=with_image)
-    pid = model_server.process.pid
+    pid = module_model_server.process.pid
     before = process_stats(pid).rss_kib
     reset_peak_rss(pid)
     started = time.monotonic()
-    with grpc.insecure_channel(model_server.grpc_address) as channel:
+    with grpc.insecure_channel(module_model_server.grpc_address) as channel:
         with pytest.raises(grpc.RpcError) as caught:
             prediction_stub(channel).Predict(request, timeout=60)
         elapsed = time.monotonic() - started
@@ -109,11 +109,13 @@ def test_inputs_in_progress_are_bounded_under_the_pod_memory(
     admitted.take(64 * 2**20)
 
 
-def test_repeated_metadata_fields_are_refused_at_once(model_server: ModelServerProcess) -> None:
+def test_repeated_metadata_fields_are_refused_at_once(
+    module_model_server: ModelServerProcess,
+) -> None:
     request = get_model_metadata_pb2.GetModelMetadataRequest()
     request.model_spec.name = MODEL
     request.metadata_field.extend(["signature_def"] * 300_000)
-    with grpc.insecure_channel(model_server.grpc_address) as channel:
+    with grpc.insecure_channel(module_model_server.grpc_address) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)  # type: ignore[no-untyped-call]
         started = time.monotonic()
         try:
@@ -132,9 +134,9 @@ def test_repeated_metadata_fields_are_refused_at_once(model_server: ModelServerP
 
 
 async def test_a_trickling_rest_body_is_cut_at_its_deadline(
-    model_server: ModelServerProcess,
+    module_model_server: ModelServerProcess,
 ) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", model_server.rest_port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", module_model_server.rest_port)
     writer.write(
         f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n"
         "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n".encode()

@@ -23,23 +23,23 @@ MODEL_SERVER_HEADER_TIMEOUT = 10.0  # the model server's default (clothing.http_
 
 
 @pytest.fixture(scope="module")
-def gateway(model_server: ModelServerProcess) -> Iterator[GatewayProcess]:
+def gateway(module_model_server: ModelServerProcess) -> Iterator[GatewayProcess]:
     with run_gateway(
-        model_server.grpc_address, f"--header-timeout={GATEWAY_HEADER_TIMEOUT}"
+        module_model_server.grpc_address, f"--header-timeout={GATEWAY_HEADER_TIMEOUT}"
     ) as running:
         yield running
 
 
-def _ports(gateway: GatewayProcess, model_server: ModelServerProcess) -> dict[str, str]:
-    return {"gateway": f"{gateway.url}/healthz", "model server": f"{model_server.rest_url}/healthz"}
+def _ports(gateway: GatewayProcess, server: ModelServerProcess) -> dict[str, str]:
+    return {"gateway": f"{gateway.url}/healthz", "model server": f"{server.rest_url}/healthz"}
 
 
 @pytest.mark.parametrize("size", [20 * 1024, 3 * 1024 * 1024])
 def test_oversized_heads_get_431(
-    gateway: GatewayProcess, model_server: ModelServerProcess, size: int
+    gateway: GatewayProcess, module_model_server: ModelServerProcess, size: int
 ) -> None:
     headers = {f"x-filler-{i}": "v" * 1000 for i in range(size // 1000)}
-    for name, url in _ports(gateway, model_server).items():
+    for name, url in _ports(gateway, module_model_server).items():
         try:
             status = httpx.get(url, headers=headers, timeout=10).status_code
         except httpx.HTTPError as error:  # closed while still sending: refused too
@@ -72,11 +72,11 @@ async def _trickle(port: int, opened: list[float], closed: list[float]) -> None:
 
 
 async def test_heads_that_trickle_are_cut_at_the_deadline(
-    gateway: GatewayProcess, model_server: ModelServerProcess
+    gateway: GatewayProcess, module_model_server: ModelServerProcess
 ) -> None:
     targets = {
         "gateway": (gateway.port, GATEWAY_HEADER_TIMEOUT),
-        "model server": (model_server.rest_port, MODEL_SERVER_HEADER_TIMEOUT),
+        "model server": (module_model_server.rest_port, MODEL_SERVER_HEADER_TIMEOUT),
     }
     results: dict[str, tuple[list[float], list[float]]] = {}
     tasks = []
@@ -99,5 +99,5 @@ async def test_heads_that_trickle_are_cut_at_the_deadline(
         assert len(closed) == len(opened) == 20
         assert max(lasted) < timeout + 2
     async with httpx.AsyncClient() as client:
-        for url in _ports(gateway, model_server).values():
+        for url in _ports(gateway, module_model_server).values():
             assert (await client.get(url)).status_code == 200

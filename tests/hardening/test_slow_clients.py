@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from tests.fixtures import GatewayProcess, build_test_model, run_gateway, run_model_server
+from tests.images import noise_png
 
-from .helpers import png_bytes
 from .payloads import stalled_request_head
 
 BODY_TIMEOUT = 3.0
@@ -41,7 +41,7 @@ def test_stalled_bodies_do_not_take_the_in_flight_slots(gateway: GatewayProcess)
             sockets.append(sock)
         time.sleep(0.5)  # every stalled request has reached the app
         started = time.monotonic()
-        answer = httpx.post(f"{gateway.url}/predict", files={"file": png_bytes()}, timeout=30)
+        answer = httpx.post(f"{gateway.url}/predict", files={"file": noise_png()}, timeout=30)
         elapsed = time.monotonic() - started
         print(f"/predict beside {STALLED} stalled bodies: {answer.status_code} in {elapsed:.2f} s")
         assert answer.status_code == 200, answer.text

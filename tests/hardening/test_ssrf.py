@@ -23,12 +23,12 @@ from clothing.gateway.app import create_app
 from clothing.gateway.http_get import HttpGetter
 from clothing.gateway.settings import GatewaySettings
 from tests.fixtures import ModelServerProcess
+from tests.images import noise_png
 
 from . import bombs
-from .helpers import png_bytes
 
 PUBLIC = "93.184.216.34"  # never contacted: the recorder answers instead
-IMAGE = png_bytes()
+IMAGE = noise_png()
 
 
 class FakeDns:
@@ -148,22 +148,24 @@ DNS = {
 
 @pytest.mark.parametrize(("url", "status"), REFUSED)
 async def test_refused_urls_are_never_requested(
-    model_server: ModelServerProcess, url: str, status: int
+    module_model_server: ModelServerProcess, url: str, status: int
 ) -> None:
     recorder = Recorder()
     dns = FakeDns({name: [list(a) for a in answers] for name, answers in DNS.items()})
-    async with _gateway(model_server, dns, recorder) as client:
+    async with _gateway(module_model_server, dns, recorder) as client:
         answer = await client.post("/predict", json={"url": url})
     assert answer.status_code == status, (url, answer.text)
     assert answer.json()["error"]["code"] in ("address_refused", "bad_request")
     assert recorder.seen == []
 
 
-async def test_dns_rebinding_cannot_swap_the_address(model_server: ModelServerProcess) -> None:
+async def test_dns_rebinding_cannot_swap_the_address(
+    module_model_server: ModelServerProcess,
+) -> None:
     # First lookup public, every later one loopback: the classic rebinding attack.
     dns = FakeDns({"rebind.test": [[PUBLIC], ["127.0.0.1"]]})
     recorder = Recorder()
-    async with _gateway(model_server, dns, recorder) as client:
+    async with _gateway(module_model_server, dns, recorder) as client:
         answer = await client.post("/predict", json={"url": "http://rebind.test/a.png"})
     assert answer.status_code == 200, answer.text
     # One lookup, and the connection went to the address that was checked.
@@ -171,10 +173,12 @@ async def test_dns_rebinding_cannot_swap_the_address(model_server: ModelServerPr
     assert recorder.seen == [(PUBLIC, "rebind.test", "/a.png")]
 
 
-async def test_rebinding_on_a_redirect_hop_is_refused(model_server: ModelServerProcess) -> None:
+async def test_rebinding_on_a_redirect_hop_is_refused(
+    module_model_server: ModelServerProcess,
+) -> None:
     dns = FakeDns({"rebind.test": [[PUBLIC], ["127.0.0.1"]]})
     recorder = Recorder(redirects={"/a.png": "http://rebind.test/b.png"})
-    async with _gateway(model_server, dns, recorder) as client:
+    async with _gateway(module_model_server, dns, recorder) as client:
         answer = await client.post("/predict", json={"url": "http://rebind.test/a.png"})
     assert answer.status_code == 403, answer.text
     assert dns.lookups == ["rebind.test", "rebind.test"]
@@ -192,11 +196,11 @@ async def test_rebinding_on_a_redirect_hop_is_refused(model_server: ModelServerP
     ],
 )
 async def test_redirects_into_the_private_network_are_refused(
-    model_server: ModelServerProcess, location: str
+    module_model_server: ModelServerProcess, location: str
 ) -> None:
     dns = FakeDns({"example.test": [[PUBLIC]], "internal.test": [["10.0.0.7"]]})
     recorder = Recorder(redirects={"/a.png": location})
-    async with _gateway(model_server, dns, recorder) as client:
+    async with _gateway(module_model_server, dns, recorder) as client:
         answer = await client.post("/predict", json={"url": "http://example.test/a.png"})
     assert answer.status_code == 403, answer.text
     assert recorder.seen == [(PUBLIC, "example.test", "/a.png")]
@@ -204,10 +208,10 @@ async def test_redirects_into_the_private_network_are_refused(
 
 @pytest.mark.parametrize("kind", sorted(bombs.BOMBS))
 async def test_bombs_through_the_gateway_are_413(
-    model_server: ModelServerProcess, kind: str
+    module_model_server: ModelServerProcess, kind: str
 ) -> None:
     payload = base64.b64encode(bombs.BOMBS[kind]()).decode()
-    async with _gateway(model_server, FakeDns({}), Recorder()) as client:
+    async with _gateway(module_model_server, FakeDns({}), Recorder()) as client:
         answer = await client.post("/predict", json={"image_b64": payload})
     assert answer.status_code == 413, answer.text
     assert answer.json()["error"]["code"] == "too_large"

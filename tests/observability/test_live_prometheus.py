@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gateway.helpers import jpeg
+from tests.images import jpeg
 from tests.observability.shipped import dashboard_queries, rules, variable_queries, with_all
 from tests.observability.stack import Prometheus, both_tiers, run_prometheus, wait_for
 

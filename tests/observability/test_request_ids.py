@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.gateway.helpers import jpeg
+from tests.images import jpeg
 from tests.observability.stack import Stack, access_lines, both_tiers, json_lines, wait_for
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -24,7 +24,7 @@ from clothing.model_server.config import BatchingConfig, ModelConfig, ServerConf
 from clothing.model_server.server import ModelServer
 from tests.fixtures import build_test_model
 from tests.gateway.conftest import gateway_client
-from tests.gateway.helpers import jpeg
+from tests.images import jpeg
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"

@@ -11,7 +11,6 @@ import onnx
 import onnxruntime
 import pytest
 from onnx import TensorProto, numpy_helper
-from PIL import Image
 
 from clothing.cli import main
 from clothing.precision.quantize import calibration_photos, to_int8
@@ -20,6 +19,7 @@ from tests.bundled import BUNDLED_INT8, bundled_version, int8_bundled
 from tests.bundled import BUNDLED_MODEL as BUNDLED
 from tests.environment import dataset
 from tests.fixtures import build_test_model, run_model_server
+from tests.images import noisy
 
 COLOURS = {
     "hat": (0, 1, 2),
@@ -54,9 +54,7 @@ def _draw_photos(root: Path, split: str, count: int, levels: tuple[int, int, int
         for rank, channel in enumerate(order):
             colour[channel] = levels[rank]
         for index in range(count):
-            noise = rng.integers(-8, 8, size=(40, 30, 3))
-            pixels = np.clip(colour + noise, 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / split / name / f"{index}.png")
+            noisy(colour, (30, 40), 8, rng).save(root / split / name / f"{index}.png")
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tests.environment import dataset_path, dataset_present
+from tests.images import noisy
 
 TINY_CLASSES = ("hat", "pants", "shoes")
 TRAIN_PER_CLASS = 6
@@ -32,9 +32,8 @@ def _draw(target: Path) -> None:
         for name in TINY_CLASSES:
             (target / split / name).mkdir(parents=True)
             for index in range(count):
-                noise = rng.integers(-40, 40, size=(96, 72, 3))
-                pixels = np.clip(np.array(colours[name]) + noise, 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(target / split / name / f"{name}-{index}.jpg")
+                image = noisy(colours[name], (72, 96), 40, rng)
+                image.save(target / split / name / f"{name}-{index}.jpg")
 
 
 @pytest.fixture(scope="session")

@@ -16,11 +16,12 @@ from clothing.training.data import (
     load_batch,
     to_model_input,
 )
+from tests.images import solid
 
 
 def write_image(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, colour).save(path)
+    solid(colour, size).save(path)
 
 
 def test_classes_are_sorted_folder_names_and_labels_follow(tmp_path: Path) -> None:
