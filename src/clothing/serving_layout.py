@@ -24,6 +24,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from clothing.preprocessing import PREPROCESSINGS, Preprocessing, scale_pixels
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -48,10 +50,6 @@ CPU_PRECISION = "int8"
 # docs/benchmarks.md, "Where a photo's CPU goes").
 SHIPPED_MODEL_SERVER_FLAGS = ("--enable_batching",)
 
-# How a client scales uint8 pixels before sending them (the steps themselves are
-# the gateway's: clothing.gateway.imaging.SCALING_STEPS).
-Preprocessing = Literal["none", "xception", "imagenet"]
-PREPROCESSINGS: tuple[Preprocessing, ...] = ("none", "xception", "imagenet")
 InputDtype = Literal["uint8", "float32"]
 INPUT_DTYPES: tuple[InputDtype, ...] = ("uint8", "float32")
 # The output this project's models name, picked among several when metadata names none.
@@ -243,8 +241,6 @@ class ModelInterface:
         """uint8 NHWC pixels -> what the model's input expects (the gateway's scaling)."""
         if self.preprocessing == "none":
             return pixels
-        from clothing.gateway.imaging import scale_pixels
-
         return scale_pixels(pixels, self.preprocessing)
 
 

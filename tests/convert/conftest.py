@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from clothing.gateway.imaging import InputSpec, prepare
-from clothing.serving_layout import Preprocessing
+from clothing.preprocessing import Preprocessing
 from tests import environment
 from tests.fixtures import CLASSES, ModelServerProcess, run_model_server
 

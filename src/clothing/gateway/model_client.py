@@ -41,6 +41,7 @@ from clothing.gateway.errors import (
     UpstreamTimeout,
 )
 from clothing.gateway.imaging import InputSpec
+from clothing.preprocessing import Preprocessing
 from clothing.proto.tensorflow.core.framework import types_pb2
 from clothing.proto.tensorflow.core.protobuf import meta_graph_pb2
 from clothing.proto.tensorflow_serving.apis import (
@@ -57,7 +58,6 @@ from clothing.serving_layout import (
     InputDtype,
     MetadataError,
     ModelInterface,
-    Preprocessing,
     describe_interface,
 )
 from clothing.tensors import TensorError, from_numpy, to_numpy
