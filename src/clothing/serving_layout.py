@@ -24,6 +24,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from clothing.preprocessing import PREPROCESSINGS, Preprocessing, scale_pixels
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -48,10 +50,6 @@ CPU_PRECISION = "int8"
 # docs/benchmarks.md, "Where a photo's CPU goes").
 SHIPPED_MODEL_SERVER_FLAGS = ("--enable_batching",)
 
-# How a client scales uint8 pixels before sending them (the steps themselves are
-# the gateway's: clothing.gateway.imaging.SCALING_STEPS).
-Preprocessing = Literal["none", "xception", "imagenet"]
-PREPROCESSINGS: tuple[Preprocessing, ...] = ("none", "xception", "imagenet")
 InputDtype = Literal["uint8", "float32"]
 INPUT_DTYPES: tuple[InputDtype, ...] = ("uint8", "float32")
 # The output this project's models name, picked among several when metadata names none.
@@ -243,8 +241,6 @@ class ModelInterface:
         """uint8 NHWC pixels -> what the model's input expects (the gateway's scaling)."""
         if self.preprocessing == "none":
             return pixels
-        from clothing.gateway.imaging import scale_pixels
-
         return scale_pixels(pixels, self.preprocessing)
 
 
@@ -297,7 +293,7 @@ def describe_interface(declared: Mapping[str, Any], graph: GraphFacts | None) ->
     (:class:`NeedsGraph` otherwise), which spares opening a model to read it.
     :class:`MetadataError` for anything else a client could not use.
     """
-    declared_input, declared_output = _section(declared, "input"), _section(declared, "output")
+    declared_input, declared_output = section(declared, "input"), section(declared, "output")
     if graph is None:
         input_name = str(_required(declared_input, "name"))
         dtype = _dtype(_required(declared_input, "dtype"))
@@ -327,7 +323,8 @@ def describe_interface(declared: Mapping[str, Any], graph: GraphFacts | None) ->
     )
 
 
-def _section(declared: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+def section(declared: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """``declared[key]`` when it is a mapping (``input``, ``output``), else empty."""
     value = declared.get(key)
     return value if isinstance(value, Mapping) else {}
 
@@ -391,8 +388,28 @@ def _preprocessing(declared: object, dtype: InputDtype) -> Preprocessing:
     raise MetadataError(f"unknown preprocessing {declared!r}")
 
 
-# ONNX Runtime's type names for the input dtypes a client can send.
-_ONNX_DTYPES: dict[str, InputDtype] = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}
+# ONNX Runtime's type names -> numpy's dtype names.
+ONNX_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int8)": "int8",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(uint8)": "uint8",
+    "tensor(uint16)": "uint16",
+    "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool",
+}
+# Those of them a client of this project sends as a model's input.
+_INPUT_TYPES: dict[str, InputDtype] = {
+    onnx_type: dtype
+    for onnx_type, name in ONNX_TYPES.items()
+    for dtype in INPUT_DTYPES
+    if name == dtype
+}
 
 
 def onnx_graph_facts(session: Any) -> GraphFacts:
@@ -402,7 +419,7 @@ def onnx_graph_facts(session: Any) -> GraphFacts:
         inputs=tuple(
             GraphTensor(
                 item.name,
-                _ONNX_DTYPES.get(item.type),
+                _INPUT_TYPES.get(item.type),
                 tuple(d if isinstance(d, int) and d > 0 else -1 for d in item.shape),
             )
             for item in session.get_inputs()

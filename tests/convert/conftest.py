@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from clothing.gateway.imaging import InputSpec, prepare
-from clothing.serving_layout import Preprocessing
+from clothing.preprocessing import Preprocessing
 from tests import environment
 from tests.fixtures import CLASSES, ModelServerProcess, run_model_server
 from tests.images import encode, photo_like

@@ -15,8 +15,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from clothing.convert import graph
-from clothing.gateway.imaging import scale_pixels
-from clothing.serving_layout import PREPROCESSINGS, LayoutError, Preprocessing, write_version
+from clothing.preprocessing import PREPROCESSINGS, Preprocessing, scale_pixels
+from clothing.serving_layout import LayoutError, write_version
 
 ROOT = Path(__file__).resolve().parents[2]
 

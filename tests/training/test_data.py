@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clothing.preprocessing import resized_pixels
 from clothing.training.data import (
     AUGMENTATIONS,
     DatasetError,
@@ -14,7 +15,6 @@ from clothing.training.data import (
     list_classes,
     list_images,
     load_batch,
-    to_model_input,
 )
 from tests.images import solid
 
@@ -51,20 +51,20 @@ def test_missing_or_empty_folders_raise_clear_errors(tmp_path: Path) -> None:
 
 def test_model_input_is_a_plain_bilinear_resize_to_uint8() -> None:
     image = Image.fromarray(np.arange(30 * 40 * 3, dtype=np.uint8).reshape(30, 40, 3))
-    pixels = to_model_input(image, 16, 24)
+    pixels = resized_pixels(image, 24, 16)
     assert pixels.shape == (16, 24, 3)
     assert pixels.dtype == np.uint8
     expected = np.asarray(image.resize((24, 16), Image.Resampling.BILINEAR))
     np.testing.assert_array_equal(pixels, expected)
 
 
-def test_load_batch_converts_grey_and_alpha_to_rgb(tmp_path: Path) -> None:
+def test_load_batch_converts_grey_and_alpha_to_rgb_as_the_gateway_does(tmp_path: Path) -> None:
     Image.new("L", (10, 10), 128).save(tmp_path / "grey.png")
     Image.new("RGBA", (10, 10), (10, 20, 30, 0)).save(tmp_path / "alpha.png")
     batch = load_batch([tmp_path / "grey.png", tmp_path / "alpha.png"], 8, 8)
     assert batch.shape == (2, 8, 8, 3)
     assert batch[0, 0, 0].tolist() == [128, 128, 128]
-    assert batch[1, 0, 0].tolist() == [10, 20, 30]
+    assert batch[1, 0, 0].tolist() == [255, 255, 255]  # transparent: flattened onto white
 
 
 @pytest.mark.parametrize("strength", AUGMENTATIONS)

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clothing.serving_layout import PREPROCESSINGS
+from clothing.preprocessing import PREPROCESSINGS
 from clothing.version_flags import add_version_arguments
 
 if TYPE_CHECKING:

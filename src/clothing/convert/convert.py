@@ -18,14 +18,8 @@ from typing import Any, Literal
 import numpy as np
 
 from clothing import __version__
-from clothing.gateway.imaging import (
-    InputSpec,
-    decode_rgb,
-    scale_pixels,
-    to_model_row,
-)
+from clothing.preprocessing import Preprocessing, open_reduced, resized_pixels, scale_pixels
 from clothing.serving_layout import (
-    Preprocessing,
     declare,
     version_files,
     version_to_write,
@@ -204,13 +198,14 @@ def check_photos(folder: Path | None) -> tuple[list[Any], str]:
         raise ConvertError(f"--check-data {folder} holds no .jpg, .png or .webp images")
     step = max(1, len(paths) // CHECK_IMAGES)
     chosen = paths[::step][:CHECK_IMAGES]
-    photos = [decode_rgb(p.read_bytes(), target=(1024, 1024), max_pixels=10**8) for p in chosen]
+    # Reduced no further than 1024 px: the model's side is not known yet.
+    photos = [open_reduced(path, 1024) for path in chosen]
     return photos, f"{len(photos)} photos from {folder.name}"
 
 
 def _row(photo: Any, height: int, width: int) -> np.ndarray:
     # The gateway's own decode and resize: the check sees what serving will see.
-    return to_model_row(photo, InputSpec("check", height, width, "uint8", "none"))
+    return resized_pixels(photo, width, height)
 
 
 def _parity(

@@ -13,8 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from clothing.gateway.imaging import SCALING_STEPS
-from clothing.serving_layout import Preprocessing
+from clothing.preprocessing import SCALING_STEPS, Preprocessing
 
 _OPERATORS = {"div": "Div", "sub": "Sub"}
 

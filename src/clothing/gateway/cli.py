@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from clothing.gateway.settings import GatewaySettings, env_name
 from clothing.logs import FORMATS, LEVELS
-from clothing.serving_layout import PREPROCESSINGS
+from clothing.preprocessing import PREPROCESSINGS
 
 _DEFAULTS = GatewaySettings.__dataclass_fields__
 # Seconds in-flight requests get to finish after SIGTERM (a pod's grace period must

@@ -5,13 +5,14 @@ and GIF (first frame) are opened. The pixel count is read from the header and
 checked before any pixel is decoded, so a small file declaring 30000x30000
 pixels costs nothing. So are the bytes decoding will hold (pixels x the bytes
 per pixel of the mode, and of the full-size conversion some modes need): a
-few-hundred-KB RGBA PNG may need 160 MB. A JPEG (or MPO) larger than the
-target is decoded at a reduced DCT scale (``draft``); other formats are decoded
-and at once reduced by an integer factor (``reduce``, a box average) to at least
-the target, so every later step (EXIF orientation, flattening transparency onto
-white, conversion to RGB) works on the small image, never on full-size copies.
-The result is resized with a plain bilinear resize to the model's width and
-height (how the model was trained).
+few-hundred-KB RGBA PNG may need 160 MB. The decode itself is the reduced one
+of :mod:`clothing.preprocessing`, which training and evaluation share: a JPEG (or
+MPO) larger than the target is decoded at a reduced DCT scale (``draft``), other
+formats are decoded and at once reduced by an integer factor to at least the
+target, so every later step (EXIF orientation, flattening transparency onto
+white, conversion to RGB) works on the small image, never on full-size copies;
+then a plain bilinear resize to the model's width and height and its scaling.
+This module adds the checks around those steps.
 
 The count is of what decoding really holds, measured per format (docs/reliability.md):
 a progressive JPEG keeps every DCT coefficient at full size whatever the ``draft``
@@ -32,11 +33,20 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from clothing import tracing
 from clothing.gateway.errors import NotAnImage, TooLarge
-from clothing.serving_layout import InputDtype, Preprocessing
+from clothing.preprocessing import (
+    JPEG_FORMATS,
+    Preprocessing,
+    finish_reduced,
+    reduced_side,
+    resized_pixels,
+    scale_pixels,
+    start_reduced,
+)
+from clothing.serving_layout import InputDtype
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -57,7 +67,6 @@ _DECODE_BYTES_PER_PIXEL = {
     "I;16B": 6,
     "I;16L": 6,
 }
-_REDUCIBLE_AS = {"1": "L", "I;16": "I", "I;16B": "I", "I;16L": "I"}
 # Formats whose decoder fills buffers of its own that are then copied into the image:
 # libwebp's animation decoder keeps its canvas and output beside Pillow's copy
 # (measured: a 4000x4000 WebP peaked at +244 MB, 16 bytes a pixel).
@@ -80,21 +89,6 @@ PngImagePlugin.MAX_TEXT_CHUNK = 256 * 1024
 PngImagePlugin.MAX_TEXT_MEMORY = 1024 * 1024
 
 MIB = 1024 * 1024
-_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-_IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-# What each preprocessing does to float32 pixels (0..255), step by step: ("div" | "sub",
-# operand broadcast over the channel axis). `clothing convert --serving-input uint8` builds
-# the same steps into a graph, so both give the same numbers.
-SCALING_STEPS: dict[Preprocessing, tuple[tuple[str, np.ndarray], ...]] = {
-    "none": (),
-    "xception": (("div", np.array(127.5, np.float32)), ("sub", np.array(1.0, np.float32))),
-    "imagenet": (
-        ("div", np.array(255.0, np.float32)),
-        ("sub", _IMAGENET_MEAN),
-        ("div", _IMAGENET_STD),
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -139,22 +133,15 @@ def decode_rgb(
         raise NotAnImage("the image has no pixels")
     if width * height > max_pixels:
         raise TooLarge(f"the image is {width}x{height} pixels, the limit is {max_pixels} pixels")
-    # Requested square so the size stays large enough after an EXIF rotation.
-    side = max(target)
+    side = reduced_side(*target)
     try:
         coefficients = 0
-        if image.format in ("JPEG", "MPO"):
+        if image.format in JPEG_FORMATS:
             _check_scans(data)
             coefficients = coefficient_bytes(image)
-            image.draft("RGB", (side, side))  # the header's size becomes the reduced one
+        start_reduced(image, side)  # a JPEG header's size becomes the reduced one
         _check_decode_bytes(image, max_decode_bytes, coefficients)
-        image.load()
-        orientation = image.getexif().get(ExifTags.Base.Orientation)
-        small = _reduced(image, side)
-        if orientation:
-            small.getexif()[ExifTags.Base.Orientation] = orientation
-        upright = ImageOps.exif_transpose(small)
-        return _to_rgb(upright)
+        return finish_reduced(image, side)
     except (OSError, ValueError, SyntaxError, EOFError):
         raise NotAnImage("the image is truncated or corrupt") from None
     except Image.DecompressionBombError:
@@ -225,57 +212,12 @@ def _check_decode_bytes(image: Image.Image, limit: int, coefficients: int = 0) -
         )
 
 
-def _reduced(image: Image.Image, side: int) -> Image.Image:
-    """``image`` shrunk along each axis by the largest integer factor that keeps that
-    side >= ``side`` (the model's resize ignores the aspect ratio anyway), so that a
-    long strip is reduced too.
-
-    The full-size image is released as soon as the small one exists; palette images
-    become RGB(A) first (their transparency kept), 1-bit and 16-bit ones L and I.
-    """
-    factor = (max(1, image.width // side), max(1, image.height // side))
-    if factor == (1, 1):
-        return image
-    if image.mode == "P":
-        working = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif image.mode in _REDUCIBLE_AS:
-        working = image.convert(_REDUCIBLE_AS[image.mode])
-    else:
-        working = image
-    return working.reduce(factor)
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit greyscale PNG: scale to 8 bits instead of clipping at 255.
-        array = np.asarray(image, dtype=np.float64)
-        peak = max(float(array.max()), 1.0)
-        scaled = (array * (255.0 / max(peak, 255.0))).astype(np.uint8)
-        return Image.fromarray(scaled).convert("RGB")
-    return image.convert("RGB")
-
-
 def to_model_row(image: Image.Image, spec: InputSpec) -> np.ndarray:
     """Resize to the model's size and scale as its preprocessing requires: ``[H, W, 3]``."""
-    resized = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
-    pixels = np.asarray(resized, dtype=np.uint8)
+    pixels = resized_pixels(image, spec.width, spec.height)
     if spec.preprocessing == "none":
         return pixels if spec.dtype == "uint8" else pixels.astype(np.float32)
     return scale_pixels(pixels, spec.preprocessing)
-
-
-def scale_pixels(pixels: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
-    """uint8 pixels -> float32 scaled as ``preprocessing`` says (``SCALING_STEPS``)."""
-    scaled = pixels.astype(np.float32)
-    for operation, operand in SCALING_STEPS[preprocessing]:
-        scaled = scaled / operand if operation == "div" else scaled - operand
-    return scaled
 
 
 def prepare(

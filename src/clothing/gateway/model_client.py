@@ -41,6 +41,7 @@ from clothing.gateway.errors import (
     UpstreamTimeout,
 )
 from clothing.gateway.imaging import InputSpec
+from clothing.preprocessing import Preprocessing
 from clothing.proto.tensorflow.core.framework import types_pb2
 from clothing.proto.tensorflow.core.protobuf import meta_graph_pb2
 from clothing.proto.tensorflow_serving.apis import (
@@ -57,8 +58,8 @@ from clothing.serving_layout import (
     InputDtype,
     MetadataError,
     ModelInterface,
-    Preprocessing,
     describe_interface,
+    section,
 )
 from clothing.tensors import TensorError, from_numpy, to_numpy
 
@@ -264,7 +265,7 @@ class ModelClient:
         self, signature: meta_graph_pb2.SignatureDef, info: dict[str, Any], version: int
     ) -> ModelInfo:
         if self.preprocessing is not None:  # the operator's word beats the metadata's
-            declared_input = {**_section(info, "input"), "preprocessing": self.preprocessing}
+            declared_input = {**section(info, "input"), "preprocessing": self.preprocessing}
             info = {**info, "input": declared_input}
         try:
             interface = describe_interface(info, _graph_facts(signature))
@@ -319,11 +320,6 @@ async def _with_retry(call: Callable[[], Awaitable[T]], *, retry: bool) -> T:
             log.info("model server unavailable (%s); retrying", error.details())
         await asyncio.sleep(pause)
     return await call()
-
-
-def _section(info: dict[str, Any], key: str) -> dict[str, Any]:
-    value = info.get(key)
-    return value if isinstance(value, dict) else {}
 
 
 def _graph_facts(signature: meta_graph_pb2.SignatureDef) -> GraphFacts:

@@ -22,7 +22,7 @@ from clothing.gateway.fetch import FetchLimits
 from clothing.gateway.imaging import DEFAULT_MAX_PIXELS
 from clothing.gateway.ratelimit import ClientBuckets
 from clothing.http_limits import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES
-from clothing.serving_layout import PREPROCESSINGS, Preprocessing
+from clothing.preprocessing import PREPROCESSINGS, Preprocessing
 
 MB = 1024 * 1024
 

@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from clothing.model_server.config import RuntimeConfig, provider_name
+from clothing.serving_layout import ONNX_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +29,6 @@ log = logging.getLogger(__name__)
 # off made batch 8 1.35x slower (docs/reliability.md); up to the gateway's largest
 # batch (16 rows) the arena keeps its memory for the next run.
 ARENA_SHRINK_ABOVE_ROWS = 16
-
-_ONNX_DTYPES = {
-    "tensor(float)": "float32",
-    "tensor(double)": "float64",
-    "tensor(float16)": "float16",
-    "tensor(int8)": "int8",
-    "tensor(int16)": "int16",
-    "tensor(int32)": "int32",
-    "tensor(int64)": "int64",
-    "tensor(uint8)": "uint8",
-    "tensor(uint16)": "uint16",
-    "tensor(uint32)": "uint32",
-    "tensor(uint64)": "uint64",
-    "tensor(bool)": "bool",
-}
 
 
 @dataclass(frozen=True)
@@ -154,17 +140,17 @@ class OnnxBackend:
         session = self._new_session(path, self._runtime.intra_op_threads)
         inputs = []
         for node in session.get_inputs():  # type: ignore[attr-defined]
-            if node.type not in _ONNX_DTYPES:
+            if node.type not in ONNX_TYPES:
                 raise BackendError(f"input {node.name} has unsupported type {node.type}")
             inputs.append(
-                TensorSpec(node.name, _ONNX_DTYPES[node.type], tuple(_dim(d) for d in node.shape))
+                TensorSpec(node.name, ONNX_TYPES[node.type], tuple(_dim(d) for d in node.shape))
             )
         outputs = []
         for node in session.get_outputs():  # type: ignore[attr-defined]
-            if node.type not in _ONNX_DTYPES:
+            if node.type not in ONNX_TYPES:
                 raise BackendError(f"output {node.name} has unsupported type {node.type}")
             outputs.append(
-                TensorSpec(node.name, _ONNX_DTYPES[node.type], tuple(_dim(d) for d in node.shape))
+                TensorSpec(node.name, ONNX_TYPES[node.type], tuple(_dim(d) for d in node.shape))
             )
         solo_threads = self._runtime.solo_intra_op_threads
         self._solo_session = self._new_session(path, solo_threads) if solo_threads else None

@@ -7,7 +7,7 @@ message naming what the model expects.
 
 A Predict's inputs can only be decoded once its version is chosen (REST bounds
 its JSON by the signature), so a transport hands :meth:`Dataplane.predict` a
-:class:`PredictRequest` to decode rather than arrays: the version is resolved
+:class:`IncomingPredict` to decode rather than arrays: the version is resolved
 once, in one place, and a request refused while it is decoded is counted like
 any other answer without the transport having to remember to.
 """
@@ -54,7 +54,7 @@ class PredictTarget:
     output_filter: tuple[str, ...] = ()
 
 
-class PredictRequest(Protocol):
+class IncomingPredict(Protocol):
     """One Predict as a transport received it, decoded when the core asks.
 
     :meth:`Dataplane.predict` calls :meth:`receive`, resolves the version, then calls
@@ -192,7 +192,7 @@ class Dataplane:
         }
 
     @contextlib.contextmanager
-    def _observe(self, model: str, request: PredictRequest, transport: str) -> Iterator[_Observed]:
+    def _observe(self, model: str, request: IncomingPredict, transport: str) -> Iterator[_Observed]:
         """Count every Predict, refused or not, and time those that succeed."""
         observed = _Observed()
         code = "OK"
@@ -215,7 +215,7 @@ class Dataplane:
                 )
 
     async def predict(
-        self, model: str, request: PredictRequest, *, transport: str
+        self, model: str, request: IncomingPredict, *, transport: str
     ) -> PredictResult:
         """Resolve the version once, decode the request against it, check and run it."""
         with self._observe(model, request, transport) as observed:

@@ -291,7 +291,8 @@ class AdmittedBytes:
 
 
 class _GrpcPredict:
-    """A PredictRequest as :meth:`Dataplane.predict` decodes it."""
+    """A gRPC ``PredictRequest`` as :meth:`Dataplane.predict` decodes it (an
+    :class:`~clothing.model_server.core.IncomingPredict`)."""
 
     def __init__(
         self,

@@ -64,14 +64,12 @@ def calibration_photos(
 ) -> Calibration:
     """``count`` photos spread evenly over ``folder``'s sorted list (so over every class).
 
-    Each goes through the gateway's own preprocessing (``clothing.gateway.imaging``:
-    decode, EXIF orientation, RGB, bilinear resize), so the ranges are those of
-    what the model sees when served. ``count`` (at most every photo in the folder)
-    is rounded down to a whole number of passes, at least one.
+    Each goes through the gateway's own preprocessing (``clothing.preprocessing``:
+    reduced decode, EXIF orientation, RGB, bilinear resize, scaling), so the ranges
+    are those of what the model sees when served. ``count`` (at most every photo in
+    the folder) is rounded down to a whole number of passes, at least one.
     """
-    from clothing.gateway.errors import GatewayError
-    from clothing.gateway.imaging import InputSpec, prepare
-    from clothing.serving_layout import PREPROCESSINGS
+    from clothing.preprocessing import PREPROCESSINGS, photo_pixels, scale_pixels
 
     if preprocessing not in PREPROCESSINGS:
         raise ValueError(f"unknown preprocessing {preprocessing!r}")
@@ -84,14 +82,14 @@ def calibration_photos(
     usable = min(count, len(images))
     wanted = max(PHOTOS_PER_PASS, usable - usable % PHOTOS_PER_PASS)
     picks = np.linspace(0, len(images) - 1, wanted).round().astype(int)
-    spec = InputSpec(name=input_name, height=height, width=width, preprocessing=preprocessing)
     rows = []
     for index in picks:
         path = images.paths[int(index)]
         try:
-            rows.append(prepare(path.read_bytes(), spec))
-        except GatewayError as error:
-            raise DatasetError(f"{path}: {error.message}") from None
+            pixels = photo_pixels(path, width, height)
+        except (OSError, ValueError) as error:
+            raise DatasetError(f"{path}: not a readable photo ({error})") from None
+        rows.append(pixels if preprocessing == "none" else scale_pixels(pixels, preprocessing))
     return Calibration(input_name, np.stack(rows))
 
 

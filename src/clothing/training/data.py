@@ -1,7 +1,9 @@
 """Labelled image folders: listing, decoding, augmentation and a content hash.
 
-Preprocessing matches the gateway: decode, convert to RGB, a plain bilinear
-resize to the model's width x height (no aspect ratio kept), uint8 pixels.
+A photo's plain pixels are the gateway's (``clothing.preprocessing.photo_pixels``:
+the reduced decode, upright RGB, a plain bilinear resize to the model's width x
+height, uint8), for photos of any size. Random views crop the full-size photo
+(``open_upright``) and resize the crop the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from clothing.preprocessing import photo_pixels, resized_pixels
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
@@ -69,21 +73,9 @@ def list_images(
     return LabelledImages(classes=classes, paths=tuple(paths), labels=tuple(labels))
 
 
-def load_rgb(path: Path) -> Image.Image:
-    """Decode an image file as RGB."""
-    with Image.open(path) as image:
-        return image.convert("RGB")
-
-
-def to_model_input(image: Image.Image, height: int, width: int) -> np.ndarray:
-    """The gateway's preprocessing: plain bilinear resize to ``width x height``, uint8 HWC."""
-    resized = image.resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(resized, dtype=np.uint8)
-
-
 def load_batch(paths: list[Path], height: int, width: int) -> np.ndarray:
-    """Decode and resize images into one uint8 NHWC array."""
-    return np.stack([to_model_input(load_rgb(path), height, width) for path in paths])
+    """Photos as the gateway gives them to a ``width`` x ``height`` model, one uint8 NHWC array."""
+    return np.stack([photo_pixels(path, width, height) for path in paths])
 
 
 AUGMENTATIONS = ("light", "strong")
@@ -108,7 +100,7 @@ def augment(
     view = random_crop(image, rng, smallest_area=0.3 if strong else 0.65)
     if rng.random() < 0.5:
         view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    pixels = to_model_input(view, height, width).astype(np.float32)
+    pixels = resized_pixels(view, width, height).astype(np.float32)
     spread = 0.3 if strong else 0.2
     contrast = rng.uniform(1 - spread, 1 + spread)
     brightness = rng.uniform(-20.0, 20.0) * (1.5 if strong else 1.0)

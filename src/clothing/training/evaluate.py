@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from clothing.gateway.imaging import scale_pixels
+from clothing.preprocessing import scale_pixels
 from clothing.serving_layout import LayoutError, ModelMetadata, find_model_file, read_metadata
 from clothing.training.data import (
     DatasetError,

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from clothing.training.data import LabelledImages, augment, load_rgb, to_model_input
+from clothing.preprocessing import open_upright, photo_pixels
+from clothing.training.data import LabelledImages, augment
 from clothing.training.network import SplitNetwork
 
 if TYPE_CHECKING:
@@ -44,12 +45,13 @@ def cache_features(
     parts: list[torch.Tensor] = []
     starts = range(0, len(images), chunk)
     for start in tqdm(starts, desc=description, unit="batch", disable=not show_progress):
-        decoded = [load_rgb(path) for path in images.paths[start : start + chunk]]
-        batch = [to_model_input(image, size, size) for image in decoded]
+        paths = images.paths[start : start + chunk]
+        batch = [photo_pixels(path, size, size) for path in paths]
+        decoded = [open_upright(path) for path in paths] if views > 1 else []
         for _ in range(views - 1):
             batch.extend(augment(image, size, size, rng, augmentation) for image in decoded)
         features = split.trunk(torch.from_numpy(np.stack(batch)), until=until).half()
-        parts.append(features.view(views, len(decoded), *features.shape[1:]))
+        parts.append(features.view(views, len(paths), *features.shape[1:]))
     return torch.cat(parts, dim=1)
 
 

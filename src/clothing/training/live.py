@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +23,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from clothing.training.data import LabelledImages, augment, load_rgb, to_model_input
+from clothing.preprocessing import open_upright, photo_pixels
+from clothing.training.data import LabelledImages, augment
 from clothing.training.network import normalise
 
 
@@ -30,14 +32,16 @@ from clothing.training.network import normalise
 class DecodedImages:
     """Photos decoded once and kept in memory (the dataset's are about 170x224)."""
 
-    images: tuple[Image.Image, ...]
+    images: tuple[Image.Image, ...]  # full size, for random crops
     labels: torch.Tensor
+    paths: tuple[Path, ...]
 
 
 def decode_all(images: LabelledImages) -> DecodedImages:
     return DecodedImages(
-        images=tuple(load_rgb(path) for path in images.paths),
+        images=tuple(open_upright(path) for path in images.paths),
         labels=torch.tensor(images.labels),
+        paths=images.paths,
     )
 
 
@@ -148,8 +152,8 @@ def run_live_epoch(epoch: LiveEpoch) -> tuple[float, float]:
 
 
 def plain_pixels(data: DecodedImages, size: int) -> torch.Tensor:
-    """The serving preprocessing of every photo, uint8 NHWC."""
-    return torch.from_numpy(np.stack([to_model_input(image, size, size) for image in data.images]))
+    """Every photo as the gateway gives it to a ``size`` x ``size`` model, uint8 NHWC."""
+    return torch.from_numpy(np.stack([photo_pixels(path, size, size) for path in data.paths]))
 
 
 @torch.no_grad()
