@@ -14,7 +14,7 @@ from clothing.gateway.imaging import InputSpec, prepare
 from clothing.precision.quantize import calibration_photos
 from clothing.preprocessing import photo_pixels, scale_pixels
 from clothing.training.data import LabelledImages, load_batch
-from clothing.training.live import decode_all, plain_pixels
+from clothing.training.live import plain_pixels
 
 SIDE = 64
 
@@ -65,7 +65,7 @@ def test_training_and_the_gateway_see_the_same_tensor(
     images = LabelledImages(classes=("only",), paths=(path,), labels=(0,))
     np.testing.assert_array_equal(photo_pixels(path, SIDE, SIDE), served)
     np.testing.assert_array_equal(load_batch([path], SIDE, SIDE)[0], served)  # evaluate, export
-    np.testing.assert_array_equal(plain_pixels(decode_all(images), SIDE)[0].numpy(), served)
+    np.testing.assert_array_equal(plain_pixels(images, SIDE)[0].numpy(), served)
     scaled = prepare(path.read_bytes(), InputSpec("image", SIDE, SIDE, "float32", "imagenet"))
     np.testing.assert_array_equal(scale_pixels(served, "imagenet"), scaled)
 

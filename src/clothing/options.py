@@ -86,15 +86,14 @@ def settings_from(
     cls: type, args: argparse.Namespace, file_values: Mapping[str, Any], source: str
 ) -> dict[str, Any]:
     """The declared fields' values: ``file_values`` (from ``source``), then the flags given."""
-    declared = dict(_declared(cls))
-    by_name = {item.name: (item, kind) for item, kind in declared.items()}
-    unknown = sorted(set(file_values) - set(by_name))
+    kinds = {item.name: kind for item, kind in _declared(cls)}
+    unknown = sorted(set(file_values) - set(kinds))
     if unknown:
         raise SettingsError(f"{source} names settings that do not exist: {', '.join(unknown)}")
     values = {
-        name: _convert(value, by_name[name][1], name, source) for name, value in file_values.items()
+        name: _convert(value, kinds[name], name, source) for name, value in file_values.items()
     }
-    given = {item.name: getattr(args, item.name) for item in declared if hasattr(args, item.name)}
+    given = {name: getattr(args, name) for name in kinds if hasattr(args, name)}
     return values | given
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,14 +33,12 @@ class DecodedImages:
 
     images: tuple[Image.Image, ...]  # full size, for random crops
     labels: torch.Tensor
-    paths: tuple[Path, ...]
 
 
 def decode_all(images: LabelledImages) -> DecodedImages:
     return DecodedImages(
         images=tuple(open_upright(path) for path in images.paths),
         labels=torch.tensor(images.labels),
-        paths=images.paths,
     )
 
 
@@ -151,9 +148,10 @@ def run_live_epoch(epoch: LiveEpoch) -> tuple[float, float]:
     return loss_sum / seen, correct / seen
 
 
-def plain_pixels(data: DecodedImages, size: int) -> torch.Tensor:
-    """Every photo as the gateway gives it to a ``size`` x ``size`` model, uint8 NHWC."""
-    return torch.from_numpy(np.stack([photo_pixels(path, size, size) for path in data.paths]))
+def plain_pixels(images: LabelledImages, size: int) -> torch.Tensor:
+    """Every photo as the gateway gives it to a ``size`` x ``size`` model, uint8 NHWC
+    (decoded from its file: no full-size copy is kept for photos that are only measured)."""
+    return torch.from_numpy(np.stack([photo_pixels(path, size, size) for path in images.paths]))
 
 
 @torch.no_grad()

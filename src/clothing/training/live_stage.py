@@ -40,8 +40,8 @@ def fine_tune_live(
     config = run.config
     size = config.image_size
     train_data = live.decode_all(inputs.train_set)
-    validation_data = live.decode_all(inputs.validation_set)
-    validation_pixels = live.plain_pixels(validation_data, config.serve_size)
+    validation_pixels = live.plain_pixels(inputs.validation_set, config.serve_size)
+    validation_labels = torch.tensor(inputs.validation_set.labels)
     optimizer = torch.optim.AdamW(
         live.prepare(network, config.frozen_blocks),
         lr=config.full_learning_rate,
@@ -81,6 +81,6 @@ def fine_tune_live(
             )
         )
         validation = live.evaluate_pixels(
-            measured, validation_pixels, validation_data.labels, config.batch_size
+            measured, validation_pixels, validation_labels, config.batch_size
         )
         run.end_epoch(epoch, (train, validation), epoch_started, state, measured)
